@@ -1,0 +1,5 @@
+"""ORQA: ICT warm start, open-domain QA fine-tuning, evaluation and prediction."""
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

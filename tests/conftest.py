@@ -1,0 +1,48 @@
+"""Shared pytest fixtures. Keras 2 must be selected before TensorFlow is imported."""
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # pylint: disable=g-import-not-at-top
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DIR = os.path.join(REPO_ROOT, "..", "shared")
+
+# A tiny vocabulary whose ids are easy to check by hand in featurization tests.
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "eiffel", "tower", "was",
+              "built", "in", "1889", "paris", "is", "a", "city", "france", ".", ",", "##s",
+              "cafe", "au", "lait", "new", "york", "of", "river", "nile"]
+
+
+def shared_path(*parts):
+  """Path under ../shared, or skip the test with a clear message when it is absent."""
+  path = os.path.join(SHARED_DIR, *parts)
+  if not os.path.exists(path):
+    pytest.skip(f"{path} is absent: this test needs the project's ../shared data folder.")
+  return path
+
+
+@pytest.fixture(scope="session")
+def bert_vocab_path():
+  """The standard uncased BERT vocab from ../shared (skips when absent)."""
+  return shared_path("models", "all-MiniLM-L6-v2", "vocab.txt")
+
+
+@pytest.fixture(scope="session")
+def tiny_vocab_path(tmp_path_factory):
+  path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+  path.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_vocab_path):
+  from realm_tf.tokenization import Tokenizer  # pylint: disable=g-import-not-at-top
+  return Tokenizer(tiny_vocab_path, do_lower_case=True)
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(bert_vocab_path):
+  from realm_tf.tokenization import Tokenizer  # pylint: disable=g-import-not-at-top
+  return Tokenizer(bert_vocab_path, do_lower_case=True)
