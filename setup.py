@@ -19,7 +19,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["realm_tf*", "orqa*", "export*"]),
-    package_data={"realm_tf.sample_data": ["*.jsonl", "*.md"]},
+    package_data={"realm_tf.sample_data": ["*.jsonl", "*.md", "*.txt"]},
     # tf-models-official must be installed separately with --no-deps
     # (requirements-nodeps.txt); its declared dependencies are not needed.
     install_requires=[r for r in _requirements("requirements.txt")

@@ -1,0 +1,123 @@
+r"""The README's main job on the embedded sample corpus: the furthest stage that exists.
+
+Today: REALM example featurization. For the first QA pairs of the sample set, the sentence
+holding the answer becomes the query with the answer masked as its salient span, the
+candidates are the null document plus the passages a bag-of-wordpieces TF-IDF ranks
+highest (a stand-in until the learned retriever exists), with the originating passage
+removed; the whole batch is featurized in-graph and printed decoded back to text.
+
+  python -m realm_tf.demo --num_examples=3
+"""
+
+import json
+import re
+
+from absl import app
+from absl import flags
+
+import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
+import numpy as np
+import tensorflow as tf
+
+from realm_tf import sample_data
+from realm_tf.featurization import Featurizer, get_document_uid, prepend_null_document
+from realm_tf.tokenization import Tokenizer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("vocab_path", sample_data.VOCAB_PATH,
+                    "BERT vocab.txt; default: the sample corpus's own wordpiece vocab.")
+flags.DEFINE_integer("num_examples", 3, "Examples to print.")
+flags.DEFINE_integer("query_seq_len", 96, "Q.")
+flags.DEFINE_integer("candidate_seq_len", 288, "C.")
+flags.DEFINE_integer("num_candidates", 4, "N, including the null document.")
+flags.DEFINE_integer("max_masks", 10, "M.")
+
+def read_jsonl(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def sentence_containing(text: str, start: int):
+  """(start, end) character offsets of the sentence around character `start`."""
+  for match in re.finditer(r"[^.!?]*(?:[.!?]+|$)\s*", text):
+    if match.start() <= start < match.end():
+      return match.start(), len(match.group(0).rstrip()) + match.start()
+  return 0, len(text)
+
+
+def tfidf_rank(doc_ids, query_ids, vocab_size):
+  """Passage indices by descending TF-IDF cosine to the query (bag of wordpieces)."""
+  counts = np.zeros([len(doc_ids), vocab_size], np.float32)
+  for row, ids in enumerate(doc_ids):
+    np.add.at(counts[row], ids, 1.0)
+  idf = np.log((1 + len(doc_ids)) / (1 + (counts > 0).sum(0))) + 1
+  docs = counts * idf
+  docs /= np.linalg.norm(docs, axis=1, keepdims=True) + 1e-9
+  query = np.zeros([vocab_size], np.float32)
+  np.add.at(query, query_ids, 1.0)
+  return np.argsort(-(docs @ (query * idf)), kind="stable")
+
+
+def main(argv):
+  del argv
+  tokenizer = Tokenizer(FLAGS.vocab_path, do_lower_case=True)
+  featurizer = Featurizer(FLAGS.query_seq_len, FLAGS.candidate_seq_len,
+                          FLAGS.num_candidates, FLAGS.max_masks, tokenizer)
+  passages = read_jsonl(sample_data.PASSAGES_PATH)
+  qa_pairs = read_jsonl(sample_data.QA_PATH)[:FLAGS.num_examples]
+  print(f"Sample corpus: {len(passages)} passages; featurizing {len(qa_pairs)} examples "
+        f"(Q={FLAGS.query_seq_len}, C={FLAGS.candidate_seq_len}, N={FLAGS.num_candidates})")
+
+  title_ids = tokenizer.tokenize_ids([p["title"] for p in passages])
+  body_ids = tokenizer.tokenize_ids([p["text"] for p in passages])
+  uids = [get_document_uid(p["title"].encode(), p["text"].encode()) for p in passages]
+
+  queries, spans, candidates, origins = [], [], [], []
+  for qa in qa_pairs:
+    answer = qa["answer"][0]
+    origin = next(i for i, p in enumerate(passages) if answer in p["text"])
+    text = passages[origin]["text"]
+    char_start = text.index(answer)
+    sent_start, sent_end = sentence_containing(text, char_start)
+    sentence = text[sent_start:sent_end]
+    span_start = len(sentence[:char_start - sent_start].encode())
+    queries.append(sentence.encode())
+    spans.append([span_start, span_start + len(answer.encode())])
+    query_ids = tokenizer.tokenize_ids([sentence])[0].numpy()
+    ranked = tfidf_rank(body_ids.to_list(), query_ids, tokenizer.vocab_size)
+    # Remove the originating passage (by UID, as the original) and keep N-1.
+    kept = [i for i in ranked if uids[i] != uids[origin]][:FLAGS.num_candidates - 1]
+    candidates.append(kept)
+    origins.append(origin)
+
+  spans = tf.constant(spans, tf.int64)
+  masking = featurizer.tokenize_and_mask_tf(tf.constant(queries), spans[:, :1], spans[:, 1:])
+  flat = tf.constant(np.reshape(candidates, [-1]))
+
+  def gather(ids):  # [batch, N-1, (len)] -> with the null document first
+    rows = tf.RaggedTensor.from_uniform_row_length(tf.gather(ids, flat),
+                                                   FLAGS.num_candidates - 1)
+    return prepend_null_document(rows)
+
+  features = featurizer.featurize_examples_tf(masking, gather(title_ids), gather(body_ids), 0)
+  for i, qa in enumerate(qa_pairs):
+    print("\n" + "=" * 78)
+    print(f"Example {i}: from passage {passages[origins[i]]['title']!r}  (error code "
+          f"{int(masking['error'][i])})")
+    print(f"  question (not used by pre-training): {qa['question']}")
+    q = features["query_inputs"]
+    print("  query_inputs: " + tokenizer.token_ids_to_str(q.token_ids[i]))
+    n = int(features["mlm_mask"][i].numpy().sum())
+    positions = features["mlm_positions"][i][:n].numpy().tolist()
+    print(f"  mlm_positions: {positions}  mlm_targets: "
+          f"{tokenizer.token_ids_to_str(features['mlm_targets'][i][:n])!r}")
+    for j in range(FLAGS.num_candidates):
+      cand = tokenizer.token_ids_to_str(features["candidate_inputs"].token_ids[i, j])
+      label = "null document" if j == 0 else passages[candidates[i][j - 1]]["title"]
+      print(f"  candidate {j} ({label}): {cand[:150]}{'...' if len(cand) > 150 else ''}")
+    joint = tokenizer.token_ids_to_str(features["joint_inputs"].token_ids[i, 1])
+    print(f"  joint_inputs[1]: {joint[:200]}{'...' if len(joint) > 200 else ''}")
+
+
+if __name__ == "__main__":
+  app.run(main)
