@@ -10,9 +10,9 @@ BertInputs.__doc__ = "Three int32 tensors of the same shape [..., seq_len]."
 
 
 def _as_ragged(seq):
-  if isinstance(seq, tf.RaggedTensor):
-    return tf.cast(seq, tf.int32)
-  return tf.RaggedTensor.from_tensor(tf.cast(seq, tf.int32))
+  if not isinstance(seq, tf.RaggedTensor):
+    seq = tf.RaggedTensor.from_tensor(seq)
+  return tf.cast(seq, tf.int32).with_row_splits_dtype(tf.int64)
 
 
 def truncate_rows(seqs: tf.RaggedTensor, limits) -> tf.RaggedTensor:

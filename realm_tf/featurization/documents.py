@@ -95,6 +95,7 @@ def select_candidates_tf(candidate_uids, orig_doc_uids, num_candidates: int):
 
 def prepend_null_document(token_ids: tf.RaggedTensor) -> tf.RaggedTensor:
   """Puts an empty (null) document first. token_ids: [batch, n, (len)] -> [batch, n+1, (len)]."""
+  token_ids = token_ids.with_row_splits_dtype(tf.int64)
   batch = token_ids.nrows()
   empty = tf.RaggedTensor.from_row_lengths(
       tf.zeros([0], token_ids.dtype), tf.zeros([batch], tf.int64))  # [batch, (0)]

@@ -1,0 +1,1 @@
+"""REALM example generation: masked queries, live retrieval, featurized examples."""
