@@ -53,8 +53,10 @@ def _project_imports(path):
     if isinstance(node, ast.Import):
       modules.update(alias.name for alias in node.names)
     elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-      modules.add(node.module)
-      modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+      for alias in node.names:
+        # `from package import submodule` needs the submodule, not the package.
+        submodule = f"{node.module}.{alias.name}"
+        modules.add(submodule if _module_file(submodule) else node.module)
   return {m for m in modules if m.split(".")[0] in PACKAGES and m.split(".")[0] != "tests"}
 
 
