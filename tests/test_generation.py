@@ -194,3 +194,89 @@ def test_origin_document_is_removed_and_duplicates_are_flagged(corpus):
     np.testing.assert_array_equal(cands[1], block_30.token_ids[0])
     np.testing.assert_array_equal(cands[2], block_31.token_ids[0])
   assert (status[:3] == queries.OK).sum() >= 2
+
+
+# --- the serializable pipeline, in-process and on tf.data service ---
+
+
+class ToyEmbedderModule(tf.Module):
+  """A `projected` signature like an embedder export's (mean of word embeddings)."""
+
+  def __init__(self, vocab_size, dim=8):
+    super().__init__()
+    self.table = tf.Variable(np.random.default_rng(1).normal(
+        size=[vocab_size, dim]).astype(np.float32))
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n)
+                                for n in ("input_ids", "input_mask", "segment_ids")])
+  def projected(self, input_ids, input_mask, segment_ids):
+    del segment_ids
+    mask = tf.cast(input_mask, tf.float32)[..., None]
+    return {"default": tf.reduce_sum(tf.gather(self.table, input_ids) * mask, 1)}
+
+
+@pytest.fixture(scope="module")
+def encoded_export(corpus, tmp_path_factory):
+  """An embedder SavedModel and the block_emb checkpoint of the retrieval corpus."""
+  root = tmp_path_factory.mktemp("export")
+  featurizer = Featurizer(32, 48, 4, 5, corpus["tokenizer"])
+  module = ToyEmbedderModule(corpus["tokenizer"].vocab_size)
+  tf.saved_model.save(module, str(root / "embedder"),
+                      signatures={"projected": module.projected})
+  store = examples.BlockStore.from_shards(corpus["retrieval"])
+  titles, bodies, _ = store.gather(tf.range(store.num_blocks))
+  docs = featurizer.featurize_documents_tf(titles, bodies)
+  block_emb = module.projected(docs.token_ids, docs.mask, docs.segment_ids)["default"]
+  prefix = str(root / "embedder" / "encoded" / "encoded.ckpt")
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["block_emb"], shape_and_slices=[""],
+                    tensors=[block_emb])
+  return dict(embedder=str(root / "embedder"), block_emb=prefix, featurizer=featurizer,
+              module=module)
+
+
+def _serialized(batches):
+  out = []
+  for batch in batches:
+    for i, status in enumerate(batch["status"].numpy()):
+      if status == queries.OK:
+        out.append(b"".join(np.asarray(t[i]).tobytes() for t in
+                            tf.nest.flatten(batch["features"])))
+  return out
+
+
+def test_pipeline_in_process_uses_the_frozen_embedder(corpus, encoded_export):
+  from realm_tf.generation import pipeline  # pylint: disable=g-import-not-at-top
+  featurizer = encoded_export["featurizer"]
+  embed = pipeline.frozen_query_embedder(encoded_export["embedder"])
+  inputs = featurizer.featurize_query_tf(tf.ragged.constant([[5, 6, 7]]))
+  np.testing.assert_allclose(
+      embed(inputs), encoded_export["module"].projected(*inputs)["default"], rtol=1e-6)
+  dataset = pipeline.generation_dataset(
+      corpus["pretrain"], corpus["retrieval"], encoded_export["block_emb"], embed,
+      featurizer, export_timestamp=42, seed=[1, 2], shuffle=False, retrieval_batch_size=8)
+  batches = list(dataset)
+  assert len(batches) == 5
+  ok = [b["features"]["export_timestamp"].numpy()[b["status"].numpy() == 0] for b in batches]
+  assert np.concatenate(ok).tolist() == [42] * sum(len(x) for x in ok) and len(ok) > 0
+  assert _serialized(batches) == _serialized(list(dataset))  # deterministic eval pass
+
+
+def test_pipeline_on_tf_data_service_equals_in_process(corpus, encoded_export):
+  from realm_tf.generation import pipeline  # pylint: disable=g-import-not-at-top
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer()
+  address = dispatcher.target.split("://")[1]
+  workers = [service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
+             for _ in range(2)]
+  embed = pipeline.frozen_query_embedder(encoded_export["embedder"])
+  dataset = pipeline.generation_dataset(
+      corpus["pretrain"], corpus["retrieval"], encoded_export["block_emb"], embed,
+      encoded_export["featurizer"], export_timestamp=0, seed=[5, 6], shuffle=False,
+      retrieval_batch_size=8)
+  local = _serialized(list(dataset))
+  remote = _serialized(list(dataset.apply(service.distribute(
+      processing_mode=service.ShardingPolicy.OFF, service=dispatcher.target,
+      job_name="eval"))))
+  # Each of the 2 workers produces the whole (deterministic) eval pass once.
+  assert sorted(remote) == sorted(local * 2)
+  del workers
