@@ -113,6 +113,17 @@ class Tokenizer(tf.Module):
   def vocab_size(self) -> int:
     return len(self.vocab)
 
+  @property
+  def delimiter_pattern(self) -> str:
+    """RE2 pattern of BERT's basic-tokenization split points (whitespace, punctuation,
+    CJK; for `tensorflow_text.regex_split`)."""
+    return self._delimiters
+
+  @property
+  def kept_delimiter_pattern(self) -> str:
+    """The delimiters that are tokens themselves (punctuation, CJK)."""
+    return self._kept_delimiters
+
   def _normalize(self, strings):
     """BERT's per-character normalization of a string tensor (any shape)."""
     if self.do_lower_case:
