@@ -1,0 +1,99 @@
+"""Hugging Face BERT folders (`config.json`, `model.safetensors`, `vocab.txt`), read without
+PyTorch or `transformers`: `safetensors.numpy` gives the tensors, which are renamed to the
+canonical (original TF1 BERT) names that `realm_tf.modeling.weights` assigns to a
+`BertEncoderV2` and a `MaskedLMHead`.
+"""
+
+import json
+import os
+import re
+from typing import Dict, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from realm_tf.modeling.config import BertConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.txt"
+
+_LINEAR_PARENTS = ("query", "key", "value", "dense")
+
+
+def is_hf_bert_folder(path: str) -> bool:
+  """Whether `path` is a folder with a HF `config.json` and `model.safetensors`."""
+  return (tf.io.gfile.isdir(path) and
+          tf.io.gfile.exists(os.path.join(path, CONFIG_FILE)) and
+          tf.io.gfile.exists(os.path.join(path, WEIGHTS_FILE)))
+
+
+def read_hf_config(folder: str) -> BertConfig:
+  """The `BertConfig` of a HF BERT folder's `config.json`."""
+  with tf.io.gfile.GFile(os.path.join(folder, CONFIG_FILE), "r") as f:
+    return BertConfig.from_hf_dict(json.load(f))
+
+
+def read_hf_state(folder: str) -> Dict[str, np.ndarray]:
+  """The raw tensors of `folder/model.safetensors` (numpy, HF names)."""
+  from safetensors.numpy import load as load_safetensors  # pylint: disable=g-import-not-at-top
+  path = os.path.join(folder, WEIGHTS_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} not found (only safetensors weights are supported; "
+                            "convert pytorch_model.bin with the safetensors tools).")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return load_safetensors(f.read())
+
+
+def vocab_path(folder: str) -> str:
+  """The path of the folder's `vocab.txt` (FileNotFoundError if absent)."""
+  path = os.path.join(folder, VOCAB_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} not found.")
+  return path
+
+
+def hf_to_canonical(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  """Renames HF BERT tensors to TF1 BERT names, transposing Linear weights to [in, out].
+
+  `bert.` prefixes (BertForPreTraining / BertForMaskedLM) are dropped; `cls.predictions.*`
+  becomes `cls/predictions/*` (the MLM head; `decoder.weight` is tied to the word
+  embeddings and skipped). Unused tensors (position_ids, NSP head) are dropped.
+  """
+  canonical = {}
+  for name, value in state.items():
+    if name.startswith("bert."):
+      name = name[len("bert."):]
+    if name.endswith("position_ids") or name.startswith("cls.seq_relationship"):
+      continue
+    if name in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
+      continue  # Tied to the word embeddings / duplicate of cls.predictions.bias.
+    if name == "cls.predictions.bias":
+      canonical["cls/predictions/output_bias"] = value
+      continue
+    parts = name.split(".")
+    if len(parts) >= 3 and parts[0] == "encoder" and parts[1] == "layer":
+      parts = ["encoder", f"layer_{parts[2]}"] + parts[3:]
+    leaf, parent = parts[-1], parts[-2]
+    if parent == "LayerNorm":
+      parts[-1] = {"weight": "gamma", "gamma": "gamma", "bias": "beta",
+                   "beta": "beta"}[leaf]
+    elif parent.endswith("embeddings") and leaf == "weight":
+      parts = parts[:-1]
+    elif parent in _LINEAR_PARENTS and leaf == "weight":
+      parts[-1] = "kernel"
+      value = np.ascontiguousarray(value.T)
+    canonical["/".join(parts)] = value
+  return canonical
+
+
+def load_hf_bert_folder(folder: str) -> Tuple[BertConfig, Dict[str, np.ndarray]]:
+  """(config, canonical tensors) of a HF BERT folder."""
+  return read_hf_config(folder), hf_to_canonical(read_hf_state(folder))
+
+
+def num_layers_in(canonical: Dict[str, np.ndarray]) -> int:
+  """Number of transformer layers in canonical tensors (1 + the largest layer index)."""
+  indices = [int(m.group(1)) for m in (re.match(r"encoder/layer_(\d+)/", k)
+                                       for k in canonical) if m]
+  return max(indices) + 1 if indices else 0

@@ -1,0 +1,82 @@
+"""Gradients of the REALM loss reach both retriever towers and the reader (spec 4.3.8)."""
+
+import realm_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+import numpy as np
+import tensorflow as tf
+
+from realm_tf.modeling import optimizer as optimizer_lib
+from realm_tf.modeling import testing_utils, training
+from realm_tf.modeling.realm_model import RealmModel
+
+
+def _grads(model, features, training=True):
+  with tf.GradientTape() as tape:
+    loss = model(features, training=training)["loss"]
+  variables = model.trainable_variables
+  return dict(zip([v.name for v in variables], tape.gradient(loss, variables))), variables
+
+
+def _nonzero(g):
+  return g is not None and float(tf.norm(tf.convert_to_tensor(g))) > 0.0
+
+
+def _is_reader_pooler(name):
+  # The MLM loss does not use the reader's pooled output.
+  return name.startswith("bert/") and "pooler_transform" in name
+
+
+def test_gradients_reach_every_used_variable_of_both_towers_and_reader():
+  config = testing_utils.tiny_realm_config(share_embedders=False)
+  model = RealmModel(config)
+  features = testing_utils.random_features(config, 3, seed=0)
+  grads, variables = _grads(model, features)
+  towers = {"query_embedder": model.query_embedder, "embedder": model.document_embedder,
+            "bert": model.reader}
+  for tower_name, tower in towers.items():
+    names = [v.name for v in tower.trainable_variables]
+    assert names, tower_name
+    missing = [n for n in names if not _is_reader_pooler(n) and not _nonzero(grads[n])]
+    assert not missing, f"{tower_name}: no gradient for {missing}"
+  assert len(grads) == len(variables)
+  # The reader's output weights are tied to its word embeddings: one variable.
+  assert model.reader.masked_lm.embedding_table is model.reader.encoder.get_embedding_table()
+
+
+def test_shared_towers_get_gradients_from_queries_and_documents():
+  config = testing_utils.tiny_realm_config()
+  model = RealmModel(config)
+  assert model.query_embedder is model.document_embedder
+  features = testing_utils.random_features(config, 3, seed=1)
+  both, _ = _grads(model, features, training=False)
+  model.train_document_tower = False
+  query_only, _ = _grads(model, features, training=False)
+  name = model.query_embedder.projection.kernel.name
+  assert _nonzero(both[name]) and _nonzero(query_only[name])
+  # The document path adds to the shared weights' gradient.
+  assert not np.allclose(both[name].numpy(), query_only[name].numpy(), atol=1e-7)
+
+
+def test_frozen_document_tower_gets_no_gradient_and_no_update():
+  config = testing_utils.tiny_realm_config(share_embedders=False)
+  model = RealmModel(config, train_document_tower=False)
+  features = testing_utils.random_features(config, 3, seed=2)
+  with tf.GradientTape() as tape:
+    loss = model(features, training=True)["loss"]
+  doc_vars = model.document_embedder.trainable_variables
+  assert all(g is None for g in tape.gradient(loss, doc_vars))
+
+  # The Keras way: document tower not trainable, so the train step leaves it unchanged.
+  model = RealmModel(config).build_variables()
+  model.document_embedder.trainable = False
+  doc_ids = {id(v) for v in model.document_embedder.weights}
+  assert not any(id(v) in doc_ids for v in model.trainable_variables)
+  before_doc = [v.numpy() for v in model.document_embedder.weights]
+  before_query = [v.numpy() for v in model.query_embedder.weights]
+  step = training.make_train_step(
+      model, optimizer_lib.BertAdamWeightDecay(learning_rate=1e-3))
+  step(features)
+  for a, v in zip(before_doc, model.document_embedder.weights):
+    np.testing.assert_array_equal(a, v.numpy())
+  assert any(not np.array_equal(a, v.numpy())
+             for a, v in zip(before_query, model.query_embedder.weights))
