@@ -1,6 +1,8 @@
 """Example generation (spec 5.2): span choice, statuses, retrieval, origin removal, null doc."""
 import collections
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -280,3 +282,24 @@ def test_pipeline_on_tf_data_service_equals_in_process(corpus, encoded_export):
   # Each of the 2 workers produces the whole (deterministic) eval pass once.
   assert sorted(remote) == sorted(local * 2)
   del workers
+
+
+def test_stream_picks_up_a_refreshed_index(corpus, encoded_export, tmp_path):
+  from realm_tf.generation import stream  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "model")
+  with pytest.raises(FileNotFoundError, match="initial embedder"):
+    stream.latest_generation(model_dir, None)
+  examples_stream = stream.ExampleStream(
+      model_dir, corpus["pretrain"], corpus["retrieval"], encoded_export["featurizer"],
+      batch_size=4, initial_embedder=encoded_export["embedder"], shards_per_pass=1,
+      training=True, seed=3, retrieval_batch_size=8)
+  first = next(iter(examples_stream.dataset()))
+  assert first["export_timestamp"].numpy().tolist() == [0] * 4
+  # The refresh job commits export/encoded/<ts>/embedder (with encoded/encoded.ckpt).
+  shutil.copytree(encoded_export["embedder"],
+                  os.path.join(model_dir, "export", "encoded", "1700000123", "embedder"))
+  second = list(examples_stream.dataset())
+  assert second and all(
+      b["export_timestamp"].numpy().tolist() == [1700000123] * 4 for b in second)
+  counts = examples_stream.counts()
+  assert counts["ok"] >= 4 * (1 + len(second)) and sum(counts.values()) <= 40

@@ -67,7 +67,8 @@ def _corpus_element(retrieval_paths: Sequence[str]):
 def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[str],
                        block_emb_path: str, embed_fn: Callable[[BertInputs], tf.Tensor],
                        featurizer: Featurizer, export_timestamp: int, seed,
-                       shuffle: bool, retrieval_batch_size: int = 64) -> tf.data.Dataset:
+                       shuffle: bool, retrieval_batch_size: int = 64,
+                       sample_shards: int = 0) -> tf.data.Dataset:
   """Batches of examples and statuses for one pass over `pretrain_paths`.
 
   Args:
@@ -81,12 +82,14 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
     seed: int [2], seed of this pass.
     shuffle: training order (shuffled) or evaluation order (deterministic).
     retrieval_batch_size: queries embedded and searched together.
+    sample_shards: read this many of `pretrain_paths`, sampled at iteration time
+      (`queries.query_dataset`); 0 reads them all.
 
   Returns:
     Dataset of dicts {features: [b, ...], status: [b]}; see `keep_valid_examples`.
   """
   masked = queries.query_dataset(pretrain_paths, featurizer, retrieval_batch_size, seed,
-                                 shuffle)
+                                 shuffle, sample_shards=sample_shards)
   index = tf.data.Dataset.zip((
       tf.data.Dataset.from_tensors(block_emb_path).map(restore_block_emb),
       _corpus_element(retrieval_paths))).cache().repeat()

@@ -105,7 +105,7 @@ def mask_queries(batch: Dict[str, tf.Tensor], featurizer: Featurizer) -> Dict[st
 
 
 def query_dataset(paths, featurizer: Featurizer, batch_size: int, seed, shuffle: bool,
-                  shuffle_buffer: int = 10000) -> tf.data.Dataset:
+                  shuffle_buffer: int = 10000, sample_shards: int = 0) -> tf.data.Dataset:
   """Batches of masked queries from pre-training shards (GZIP TFRecords).
 
   Args:
@@ -116,12 +116,17 @@ def query_dataset(paths, featurizer: Featurizer, batch_size: int, seed, shuffle:
     seed: int64 [2] seed of this pass (span choice and shuffling).
     shuffle: interleave shards non-deterministically and shuffle (training).
     shuffle_buffer: shuffle buffer size (the original: 10000).
+    sample_shards: if > 0, read only this many of `paths`, sampled without replacement
+      when the dataset is iterated (unseeded: on tf.data service every worker samples its
+      own shards, like each of the original's generator processes).
 
   Returns:
     Dataset of `mask_queries` dicts with leading dimension batch_size; passages that
     failed keep their non-OK status (counted and dropped downstream).
   """
   files = tf.data.Dataset.from_tensor_slices(list(paths))
+  if sample_shards:
+    files = files.shuffle(len(paths)).take(sample_shards)
   records = files.interleave(
       lambda path: tf.data.TFRecordDataset(path, "GZIP", buffer_size=16 << 20),
       cycle_length=max(1, len(paths)), num_parallel_calls=tf.data.AUTOTUNE,

@@ -1,0 +1,165 @@
+"""TF-Hub (TF2 SavedModel) exports of REALM's embedder and reader BERT (DESIGN.md Contracts).
+
+Embedder module (`.../embedder`), loadable with `hub.KerasLayer(path, trainable=True)`:
+  __call__ / serving_default  {input_word_ids, input_mask, input_type_ids} int32 [B, L]
+                              -> float32 [B, D] (dropout only with training=True)
+  projected                   {input_ids, input_mask, segment_ids} -> {"default": [B, D]}
+                              (the original's signature and output key, spec 1.9)
+  projected_text              {text: string [B]} -> {"default": [B, D]}: the tokenizer is
+                              inside; inputs are formatted as queries `[CLS] text [SEP]`
+  tokenization_info           {} -> {vocab_file (asset path), do_lower_case}
+
+Reader module (`.../bert`):
+  __call__ / serving_default  hub names -> {pooled_output, sequence_output}
+  tokens                      original names -> {pooled_output, sequence_output}
+  mlm                         original names + mlm_positions [B, M] -> {mlm_logits [B, M, V]}
+  tokenization_info           as above
+
+`export_modules` writes `export/<prefix>/<ts>/{embedder,bert[,query_embedder]}` and
+`global_step.txt` into a temporary directory and renames it into place, so readers (the
+refresh job) never see a partial export.
+"""
+
+import os
+from typing import Optional
+
+import tensorflow as tf
+import tf_keras
+
+from realm_tf.featurization import bert_format
+from realm_tf.retrieval import export_dirs
+from realm_tf.tokenization import Tokenizer
+
+_INT_SPEC = tf.TensorSpec([None, None], tf.int32)
+HUB_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
+ORIGINAL_INPUTS = ("input_ids", "input_mask", "segment_ids")
+
+
+def _hub_inputs(input_ids, input_mask, segment_ids):
+  return dict(input_word_ids=input_ids, input_mask=input_mask, input_type_ids=segment_ids)
+
+
+class _ModuleExport(tf_keras.Model):
+  """Root object of an export: the wrapped Keras model, the vocabulary and tokenizer."""
+
+  def __init__(self, model: tf_keras.Model, tokenizer: Tokenizer, **kwargs):
+    super().__init__(**kwargs)
+    self.model = model
+    self.tokenizer = tokenizer
+    self.vocab_file = tf.saved_model.Asset(tokenizer.vocab_path)
+    self.lower_case = tf.Variable(tokenizer.do_lower_case, trainable=False,
+                                  name="do_lower_case")
+
+  @tf.function(input_signature=[])
+  def tokenization_info(self):
+    return dict(vocab_file=self.vocab_file.asset_path, do_lower_case=self.lower_case)
+
+
+class EmbedderExport(_ModuleExport):
+  """The embedder module. Args: embedder (a `ProjectedEmbedder`), tokenizer, query_seq_len."""
+
+  def __init__(self, embedder: tf_keras.Model, tokenizer: Tokenizer, query_seq_len: int,
+               **kwargs):
+    super().__init__(embedder, tokenizer, **kwargs)
+    self.query_seq_len = query_seq_len
+
+  def call(self, inputs, training=None):
+    return self.model(inputs, training=training)  # [B, D]
+
+  @tf.function(input_signature=[_INT_SPEC] * 3)
+  def projected(self, input_ids, input_mask, segment_ids):
+    return {"default": self(_hub_inputs(input_ids, input_mask, segment_ids), training=False)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def projected_text(self, text):
+    ids = self.tokenizer.tokenize_ids(text)  # [B, (tokens)]
+    inputs = bert_format([ids], self.query_seq_len, self.tokenizer.cls_id,
+                         self.tokenizer.sep_id)
+    return self.projected(*inputs)
+
+
+class ReaderExport(_ModuleExport):
+  """The reader BERT module. Args: reader (a `KnowledgeAugmentedEncoder`), tokenizer."""
+
+  def call(self, inputs, training=None):
+    outputs = self.model(inputs, training=training)
+    return dict(pooled_output=outputs["pooled_output"],
+                sequence_output=outputs["sequence_output"])
+
+  @tf.function(input_signature=[_INT_SPEC] * 3)
+  def tokens(self, input_ids, input_mask, segment_ids):
+    return self(_hub_inputs(input_ids, input_mask, segment_ids), training=False)
+
+  @tf.function(input_signature=[_INT_SPEC] * 4)
+  def mlm(self, input_ids, input_mask, segment_ids, mlm_positions):
+    outputs = self.model(_hub_inputs(input_ids, input_mask, segment_ids),
+                         mlm_positions=mlm_positions, training=False)
+    return dict(mlm_logits=outputs["mlm_logits"])
+
+
+def _serving_default(module):
+  fn = tf.function(lambda input_word_ids, input_mask, input_type_ids: module(
+      dict(input_word_ids=input_word_ids, input_mask=input_mask,
+           input_type_ids=input_type_ids), training=False),
+                   input_signature=[tf.TensorSpec([None, None], tf.int32, name=n)
+                                    for n in HUB_INPUTS])
+  return fn
+
+
+def _trace(module: tf_keras.Model):
+  """Calls the module on symbolic inputs of any [batch, seq_len], which sets the input
+  signature Keras saves `__call__` with (in both training modes)."""
+  module({name: tf_keras.Input(shape=(None,), dtype=tf.int32, name=name)
+          for name in HUB_INPUTS})
+
+
+def save_embedder(embedder: tf_keras.Model, tokenizer: Tokenizer, path: str,
+                  query_seq_len: int) -> None:
+  """Saves the embedder module (module docstring) to `path`."""
+  module = EmbedderExport(embedder, tokenizer, query_seq_len)
+  _trace(module)
+  default = _serving_default(module)
+  tf.saved_model.save(module, path, signatures={
+      "serving_default": default, "projected": module.projected,
+      "projected_text": module.projected_text,
+      "tokenization_info": module.tokenization_info})
+
+
+def save_reader(reader: tf_keras.Model, tokenizer: Tokenizer, path: str) -> None:
+  """Saves the reader BERT module (module docstring) to `path`."""
+  module = ReaderExport(reader, tokenizer)
+  _trace(module)
+  tf.saved_model.save(module, path, signatures={
+      "serving_default": _serving_default(module), "tokens": module.tokens,
+      "mlm": module.mlm, "tokenization_info": module.tokenization_info})
+
+
+def export_modules(model, tokenizer: Tokenizer, model_dir: str, global_step: int,
+                   prefix: str = "tf_hub", exports_to_keep: Optional[int] = 5,
+                   now: Optional[float] = None) -> str:
+  """Exports a `RealmModel`'s modules to `model_dir/export/<prefix>/<ts>/`, atomically.
+
+  Writes `embedder` (the document tower), `bert` (the reader), `query_embedder` when the
+  towers are not shared (the original never exported it, spec 8.3 item 4), and
+  `global_step.txt`; then keeps the newest `exports_to_keep`.
+
+  Returns:
+    The committed export directory.
+  """
+  base = export_dirs.export_base(model_dir, prefix)
+  timestamp = export_dirs.new_timestamp(base, now)
+  final = os.path.join(base, str(timestamp))
+  staging = export_dirs.temp_dir_for(final)
+  query_seq_len = model.config.query_seq_len
+  save_embedder(model.document_embedder, tokenizer, os.path.join(staging, "embedder"),
+                query_seq_len)
+  if model.query_embedder is not model.document_embedder:
+    save_embedder(model.query_embedder, tokenizer,
+                  os.path.join(staging, "query_embedder"), query_seq_len)
+  save_reader(model.reader, tokenizer, os.path.join(staging, "bert"))
+  export_dirs.write_global_step(staging, global_step)
+  export_dirs.commit_directory(staging, final)
+  if exports_to_keep:
+    export_dirs.clean_exports(model_dir, prefix, exports_to_keep)
+  return final
+
