@@ -21,7 +21,8 @@ refresh job) never see a partial export.
 """
 
 import os
-from typing import Optional
+import shutil
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -136,12 +137,13 @@ def save_reader(reader: tf_keras.Model, tokenizer: Tokenizer, path: str) -> None
 
 def export_modules(model, tokenizer: Tokenizer, model_dir: str, global_step: int,
                    prefix: str = "tf_hub", exports_to_keep: Optional[int] = 5,
-                   now: Optional[float] = None) -> str:
+                   now: Optional[float] = None, also_to: Sequence[str] = ()) -> str:
   """Exports a `RealmModel`'s modules to `model_dir/export/<prefix>/<ts>/`, atomically.
 
   Writes `embedder` (the document tower), `bert` (the reader), `query_embedder` when the
   towers are not shared (the original never exported it, spec 8.3 item 4), and
-  `global_step.txt`; then keeps the newest `exports_to_keep`.
+  `global_step.txt`; then keeps the newest `exports_to_keep`. A copy goes to each prefix
+  in `also_to` (e.g. "tf_hub_best"), committed the same way.
 
   Returns:
     The committed export directory.
@@ -158,6 +160,16 @@ def export_modules(model, tokenizer: Tokenizer, model_dir: str, global_step: int
                   os.path.join(staging, "query_embedder"), query_seq_len)
   save_reader(model.reader, tokenizer, os.path.join(staging, "bert"))
   export_dirs.write_global_step(staging, global_step)
+  # Copies are made from the staging directory: once committed, the refresh job may
+  # move the export away at any moment.
+  for other in also_to:
+    other_base = export_dirs.export_base(model_dir, other)
+    other_final = os.path.join(other_base, str(export_dirs.new_timestamp(other_base, now)))
+    other_staging = export_dirs.temp_dir_for(other_final)
+    shutil.copytree(staging, other_staging)
+    export_dirs.commit_directory(other_staging, other_final)
+    if exports_to_keep:
+      export_dirs.clean_exports(model_dir, other, exports_to_keep)
   export_dirs.commit_directory(staging, final)
   if exports_to_keep:
     export_dirs.clean_exports(model_dir, prefix, exports_to_keep)

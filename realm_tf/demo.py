@@ -1,16 +1,23 @@
-r"""The README's main job on the embedded sample corpus: the furthest stage that exists.
+r"""The README's main job on the embedded sample corpus (`make demo`).
 
-Today: REALM example featurization. For the first QA pairs of the sample set, the sentence
-holding the answer becomes the query with the answer masked as its salient span, the
-candidates are the null document plus the passages a bag-of-wordpieces TF-IDF ranks
-highest (a stand-in until the learned retriever exists), with the originating passage
-removed; the whole batch is featurized in-graph and printed decoded back to text.
+1. REALM featurization, shown: for the first QA pairs of the sample set, the sentence
+   holding the answer becomes the query with the answer masked as its salient span; the
+   candidates are the null document plus the passages a bag-of-wordpieces TF-IDF ranks
+   highest, the originating passage removed; featurized in-graph, printed as text.
+2. REALM pre-training of a tiny model on the sample corpus with inline index refresh
+   (`python -m realm_tf.pretrain --model_dir=runs/demo`), printing loss and
+   retrieval_utility as it goes. A finished demo run is started afresh; an interrupted
+   one resumes.
 
-  python -m realm_tf.demo --num_examples=3
+  python -m realm_tf.demo [--num_examples=3] [--model_dir=runs/demo] [--nopretrain]
 """
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 
 from absl import app
 from absl import flags
@@ -31,6 +38,8 @@ flags.DEFINE_integer("query_seq_len", 96, "Q.")
 flags.DEFINE_integer("candidate_seq_len", 288, "C.")
 flags.DEFINE_integer("num_candidates", 4, "N, including the null document.")
 flags.DEFINE_integer("max_masks", 10, "M.")
+flags.DEFINE_string("model_dir", "runs/demo", "Model directory of the pre-training run.")
+flags.DEFINE_boolean("pretrain", True, "Run the sample pre-training after the examples.")
 
 def read_jsonl(path):
   with open(path, encoding="utf-8") as f:
@@ -117,6 +126,26 @@ def main(argv):
       print(f"  candidate {j} ({label}): {cand[:150]}{'...' if len(cand) > 150 else ''}")
     joint = tokenizer.token_ids_to_str(features["joint_inputs"].token_ids[i, 1])
     print(f"  joint_inputs[1]: {joint[:200]}{'...' if len(joint) > 200 else ''}")
+  if FLAGS.pretrain:
+    run_pretraining(FLAGS.model_dir)
+
+
+def run_pretraining(model_dir: str) -> None:
+  """Runs the sample pre-training job, streaming its progress lines."""
+  if os.path.exists(os.path.join(model_dir, "TRAINING_DONE")):
+    shutil.rmtree(model_dir)  # a finished demo run: start afresh
+  print(f"\nPre-training a tiny REALM model on the sample corpus in {model_dir} "
+        "(inline index refresh; TensorBoard logs in logs/)...", flush=True)
+  command = [sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}"]
+  with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True) as process:
+    for line in process.stdout:
+      if line.startswith(("step ", "[eval]", "Training done", "Traceback")) or (
+          "Error" in line and not line.startswith(("I", "W"))):
+        print(line, end="", flush=True)
+  if process.returncode:
+    sys.exit(f"Pre-training failed (exit {process.returncode}); rerun to resume, or see "
+             f"python -m realm_tf.pretrain --model_dir={model_dir}")
 
 
 if __name__ == "__main__":

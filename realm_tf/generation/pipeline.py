@@ -12,7 +12,7 @@ variables or other process-local resources. The pipeline therefore holds:
 The same dataset runs in-process (`--data_service` unset) or on tf.data service workers.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
@@ -68,7 +68,8 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
                        block_emb_path: str, embed_fn: Callable[[BertInputs], tf.Tensor],
                        featurizer: Featurizer, export_timestamp: int, seed,
                        shuffle: bool, retrieval_batch_size: int = 64,
-                       sample_shards: int = 0) -> tf.data.Dataset:
+                       sample_shards: int = 0,
+                       search_fn: Optional[examples.SearchFn] = None) -> tf.data.Dataset:
   """Batches of examples and statuses for one pass over `pretrain_paths`.
 
   Args:
@@ -79,11 +80,13 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
       capture no variables).
     featurizer: the `Featurizer`.
     export_timestamp: timestamp of the export that made the index (0 = initial module).
-    seed: int [2], seed of this pass.
+    seed: int [2] seed of the span choice and shuffles, or None (fresh on every pass).
     shuffle: training order (shuffled) or evaluation order (deterministic).
     retrieval_batch_size: queries embedded and searched together.
     sample_shards: read this many of `pretrain_paths`, sampled at iteration time
       (`queries.query_dataset`); 0 reads them all.
+    search_fn: a searcher (e.g. the export's ScaNN searcher) used instead of the in-graph
+      exact search; it captures resources, so the dataset then runs in-process only.
 
   Returns:
     Dataset of dicts {features: [b, ...], status: [b]}; see `keep_valid_examples`.
@@ -97,8 +100,8 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
   def generate(batch, index_element):
     block_emb, (title_ids, body_ids, uids) = index_element
     store = examples.BlockStore(title_ids, body_ids, uids)
-    search = lambda q: tf.math.top_k(  # pylint: disable=g-long-lambda
-        tf.matmul(q, block_emb, transpose_b=True), k=featurizer.num_candidates).indices
+    search = search_fn or (lambda q: tf.math.top_k(  # pylint: disable=g-long-lambda
+        tf.matmul(q, block_emb, transpose_b=True), k=featurizer.num_candidates).indices)
     return examples.retrieve_and_featurize(batch, embed_fn, search, store, featurizer,
                                            export_timestamp)
 

@@ -3,9 +3,10 @@
 Per passage of the pre-training corpus (spec 1.1): map every salient span to the first
 sentence that fully contains it (spans outside every sentence are dropped, duplicates
 collapse), pick one (span, sentence) uniformly at random, and make the sentence the query
-with that span masked. Randomness is stateless, keyed by the passage's fingerprint and a
-generation seed, so the same shards and seed always give the same queries (the eval split
-is reproducible across runs; the original used Python's unseeded `random`).
+with that span masked. With a seed the choice is stateless, keyed by the passage's
+fingerprint, so the same shards and seed always give the same queries (the eval split is
+reproducible across runs; the original used Python's unseeded `random`). Without one
+(training) every pass over the data draws new spans.
 """
 
 from typing import Dict
@@ -43,7 +44,7 @@ def choose_span(passage: Dict[str, tf.Tensor], seed) -> Dict[str, tf.Tensor]:
 
   Args:
     passage: `parse_pretrain_example` output.
-    seed: int64 [2] stateless random seed of this pass.
+    seed: int64 [2] stateless random seed, or None for a fresh draw on every pass.
 
   Returns:
     dict: query (string [], the sentence), span_start / span_limit (int64 [], relative to
@@ -69,9 +70,12 @@ def choose_span(passage: Dict[str, tf.Tensor], seed) -> Dict[str, tf.Tensor]:
   valid = num_valid > 0
 
   uid = document_fingerprint(passage["title"], passage["text"])
-  choice_seed = tf.stack([tf.cast(seed[0], tf.int64) ^ uid, tf.cast(seed[1], tf.int64)])
-  pick = tf.random.stateless_uniform([], choice_seed, 0, tf.maximum(num_valid, 1),
-                                     dtype=tf.int32)
+  if seed is None:
+    pick = tf.random.uniform([], 0, tf.maximum(num_valid, 1), dtype=tf.int32)
+  else:
+    choice_seed = tf.stack([tf.cast(seed[0], tf.int64) ^ uid, tf.cast(seed[1], tf.int64)])
+    pick = tf.random.stateless_uniform([], choice_seed, 0, tf.maximum(num_valid, 1),
+                                       dtype=tf.int32)
   # A passage without valid spans points at a zero padding entry; its status says so.
   num_keys = tf.shape(keys)[0]
   chosen = tf.gather(tf.concat([first_of_each, [num_keys]], 0),
@@ -113,7 +117,8 @@ def query_dataset(paths, featurizer: Featurizer, batch_size: int, seed, shuffle:
     featurizer: the `Featurizer`.
     batch_size: queries per batch (the original's retrieval_batch_size, 64). The
       remainder of a pass is dropped, as the original.
-    seed: int64 [2] seed of this pass (span choice and shuffling).
+    seed: int64 [2] seed of the span choice (and shuffling), or None: fresh draws on
+      every iteration of the dataset (training).
     shuffle: interleave shards non-deterministically and shuffle (training).
     shuffle_buffer: shuffle buffer size (the original: 10000).
     sample_shards: if > 0, read only this many of `paths`, sampled without replacement
@@ -132,8 +137,10 @@ def query_dataset(paths, featurizer: Featurizer, batch_size: int, seed, shuffle:
       cycle_length=max(1, len(paths)), num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=not shuffle)
   if shuffle:
-    records = records.shuffle(shuffle_buffer, seed=int(seed[0]) ^ int(seed[1]))
-  seed = tf.constant(seed, tf.int64)
+    records = records.shuffle(
+        shuffle_buffer, seed=None if seed is None else int(seed[0]) ^ int(seed[1]))
+  if seed is not None:
+    seed = tf.constant(seed, tf.int64)
   queries = records.map(lambda r: choose_span(parse_pretrain_example(r), seed),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
   return queries.batch(batch_size, drop_remainder=True).map(

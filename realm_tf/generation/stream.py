@@ -1,15 +1,17 @@
 """Training and evaluation example streams that follow the refreshed index (spec 5.2).
 
-Each *generation* of training examples is one pass over `num_shards_per_mips_refresh`
-training shards sampled without replacement, retrieved with the newest committed index
+Each pass of training examples covers `num_shards_per_mips_refresh` training shards
+sampled without replacement, retrieved with the newest committed index
 (`export/encoded/<ts>`, or the initial embedder module with timestamp 0 when none exists).
-When a pass ends, the next one starts with whatever index is newest then, so the trainer
-picks up refreshed indexes without restarting, as the original generators did. Evaluation
-uses the first `eval_shards` sorted shards in a fixed order with a fixed seed.
+When a pass ends, the next one uses whatever index is newest then, so the trainer picks
+up refreshed indexes without restarting, as the original generators did. While the index
+is unchanged the same dataset is iterated again (no re-tracing; a new pass re-samples the
+shards, reshuffles and re-draws the masked spans). Evaluation uses the first
+`eval_shards` sorted shards in a fixed order with a fixed seed.
 """
 
 import dataclasses
-import random
+import os
 from typing import List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -61,11 +63,14 @@ class ExampleStream:
     featurizer: the `Featurizer`.
     batch_size: global batch size (drop remainder).
     initial_embedder: embedder module with `encoded/encoded.ckpt` used before any refresh.
-    shards_per_pass: training shards per generation (None: all, one fixed order = eval).
+    shards_per_pass: training shards per pass (None: all).
     training: shuffle shards and examples; otherwise deterministic (eval).
     seed: base seed.
     retrieval_batch_size: queries per retrieval call (the original: 64).
     data_service: tf.data service address ("grpc://host:port") to generate on, or None.
+    searcher: "brute_force" (exact, in the dataset graph) or "scann" (the searcher the
+      refresh job saved with each index; in-process only; exact search is used for the
+      initial module, which has none).
   """
 
   def __init__(self, model_dir: str, pretrain_paths: Sequence[str],
@@ -84,39 +89,43 @@ class ExampleStream:
     self.seed = seed
     self.retrieval_batch_size = retrieval_batch_size
     self.data_service = data_service
+    self.searcher = searcher
     self.counters = tf.Variable(tf.zeros([len(queries.STATUS_NAMES)], tf.int64),
                                 trainable=False, name="generation_counters")
-    self.generation = -1
+    self.generation = -1  # one per index used
+    self.passes = 0
     self.current: Optional[Generation] = None
-    self._rng = random.Random(seed)
-
-  def _pass_shards(self) -> List[str]:
-    if not self.shards_per_pass or self.shards_per_pass >= len(self.pretrain_paths):
-      shards = list(self.pretrain_paths)
-      if self.training:
-        self._rng.shuffle(shards)
-      return shards
-    return self._rng.sample(self.pretrain_paths, self.shards_per_pass)
+    self._dataset: Optional[tf.data.Dataset] = None
 
   def dataset(self) -> tf.data.Dataset:
-    """The next generation's dataset of global batches (finite: one pass)."""
+    """The dataset of global batches for the next pass (finite)."""
+    self.passes += 1
+    latest = latest_generation(self.model_dir, self.initial_embedder)
+    if self._dataset is not None and latest == self.current and not self.data_service:
+      return self._dataset
     self.generation += 1
-    self.current = latest_generation(self.model_dir, self.initial_embedder)
-    # On tf.data service every worker runs the whole dataset graph (ShardingPolicy.OFF):
-    # in training each samples its own shards at iteration time, like each of the
-    # original's generator processes; eval should then run on a single worker.
-    sample_in_graph = bool(self.data_service and self.training and self.shards_per_pass)
-    shards = self.pretrain_paths if sample_in_graph else self._pass_shards()
-    logging.info("Example generation %d: %d shards, index timestamp %d (%s)",
-                 self.generation, self.shards_per_pass if sample_in_graph else len(shards),
-                 self.current.export_timestamp, self.current.embedder_path)
-    seed = [self.seed, self.generation if self.training else 0]
+    self.current = latest
+    sample_shards = 0
+    if self.training and self.shards_per_pass and self.shards_per_pass < len(
+        self.pretrain_paths):
+      # Sampled when each pass starts (on tf.data service: by each worker, like each of
+      # the original's generator processes).
+      sample_shards = self.shards_per_pass
+    logging.info("Example generation %d: %d of %d shards per pass, index timestamp %d (%s)",
+                 self.generation, sample_shards or len(self.pretrain_paths),
+                 len(self.pretrain_paths), latest.export_timestamp, latest.embedder_path)
+    # Training draws spans afresh on every pass; eval is reproducible.
+    seed = None if self.training else [self.seed, 0]
+    search_fn = None
+    if self.searcher == "scann" and latest.export_timestamp > 0:
+      saved = encoded_export.load_searcher(os.path.dirname(latest.embedder_path), "scann")
+      search_fn = lambda q: saved.search(q, k=self.featurizer.num_candidates)[0]  # pylint: disable=g-long-lambda
     batches = pipeline.generation_dataset(
-        shards, self.retrieval_paths, self.current.block_emb_path,
-        pipeline.frozen_query_embedder(self.current.embedder_path), self.featurizer,
-        self.current.export_timestamp, seed, shuffle=self.training,
-        retrieval_batch_size=self.retrieval_batch_size,
-        sample_shards=self.shards_per_pass if sample_in_graph else 0)
+        self.pretrain_paths, self.retrieval_paths, latest.block_emb_path,
+        pipeline.frozen_query_embedder(latest.embedder_path), self.featurizer,
+        latest.export_timestamp, seed, shuffle=self.training,
+        retrieval_batch_size=self.retrieval_batch_size, sample_shards=sample_shards,
+        search_fn=search_fn)
     if self.data_service:
       service = tf.data.experimental.service
       batches = batches.apply(service.distribute(
@@ -125,8 +134,9 @@ class ExampleStream:
                    f"{self.generation}", max_outstanding_requests=4))
     valid = examples.keep_valid_examples(batches, self.counters)
     if self.training:
-      valid = valid.shuffle(1000, seed=self.seed + self.generation)
-    return valid.batch(self.batch_size, drop_remainder=True).prefetch(2)
+      valid = valid.shuffle(1000)
+    self._dataset = valid.batch(self.batch_size, drop_remainder=True).prefetch(2)
+    return self._dataset
 
   def counts(self) -> dict:
     """Statuses counted so far ({"ok": n, "no_valid_spans": n, ...})."""

@@ -1,0 +1,1 @@
+"""The REALM pre-training job: strategies, set-up of data and index, the training loop."""
