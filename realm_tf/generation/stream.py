@@ -77,7 +77,12 @@ class ExampleStream:
                retrieval_paths: Sequence[str], featurizer: Featurizer, batch_size: int,
                initial_embedder: Optional[str] = None, shards_per_pass: Optional[int] = None,
                training: bool = True, seed: int = 0, retrieval_batch_size: int = 64,
-               data_service: Optional[str] = None):
+               data_service: Optional[str] = None, searcher: str = "brute_force"):
+    if searcher not in ("brute_force", "scann"):
+      raise ValueError(f"searcher must be brute_force or scann, got {searcher!r}")
+    if searcher == "scann" and data_service:
+      raise ValueError("The ScaNN searcher holds process-local resources and cannot run on "
+                       "tf.data service workers; use searcher=brute_force there.")
     self.model_dir = model_dir
     self.pretrain_paths = list(pretrain_paths)
     self.retrieval_paths = sorted(retrieval_paths)
