@@ -7,7 +7,7 @@ canonical (original TF1 BERT) names that `realm_tf.modeling.weights` assigns to 
 import json
 import os
 import re
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -53,37 +53,55 @@ def vocab_path(folder: str) -> str:
   return path
 
 
+def hf_name_to_canonical(name: str) -> Tuple[Optional[str], bool, Optional[str]]:
+  """Maps one HF BERT tensor name to its canonical (TF1 BERT) name.
+
+  Returns:
+    (canonical name, transpose, None) for a tensor the models take, where `transpose`
+    says that the value is a torch `Linear` weight [out, in] to transpose to [in, out];
+    or (None, False, reason) for a tensor that is dropped on purpose.
+  """
+  if name.startswith("bert."):
+    name = name[len("bert."):]
+  if name.endswith("position_ids") or name.endswith("token_type_ids"):
+    return None, False, "a buffer of constant ids, not a weight"
+  if name.startswith("cls.seq_relationship"):
+    return None, False, "the next-sentence-prediction head, unused by REALM"
+  if name in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
+    return None, False, ("tied: realm-tf's MLM head uses the word embeddings and "
+                         "cls.predictions.bias")
+  if name == "cls.predictions.bias":
+    return "cls/predictions/output_bias", False, None
+  parts = name.split(".")
+  if len(parts) >= 3 and parts[0] == "encoder" and parts[1] == "layer":
+    parts = ["encoder", f"layer_{parts[2]}"] + parts[3:]
+  leaf, parent = parts[-1], parts[-2] if len(parts) > 1 else ""
+  transpose = False
+  if parent == "LayerNorm":
+    parts[-1] = {"weight": "gamma", "gamma": "gamma", "bias": "beta",
+                 "beta": "beta"}.get(leaf, leaf)
+  elif parent.endswith("embeddings") and leaf == "weight":
+    parts = parts[:-1]
+  elif parent in _LINEAR_PARENTS and leaf == "weight":
+    parts[-1] = "kernel"
+    transpose = True
+  return "/".join(parts), transpose, None
+
+
 def hf_to_canonical(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """Renames HF BERT tensors to TF1 BERT names, transposing Linear weights to [in, out].
 
   `bert.` prefixes (BertForPreTraining / BertForMaskedLM) are dropped; `cls.predictions.*`
   becomes `cls/predictions/*` (the MLM head; `decoder.weight` is tied to the word
-  embeddings and skipped). Unused tensors (position_ids, NSP head) are dropped.
+  embeddings and skipped). Unused tensors (position_ids, NSP head) are dropped
+  (`hf_name_to_canonical` says why).
   """
   canonical = {}
   for name, value in state.items():
-    if name.startswith("bert."):
-      name = name[len("bert."):]
-    if name.endswith("position_ids") or name.startswith("cls.seq_relationship"):
+    target, transpose, _ = hf_name_to_canonical(name)
+    if target is None:
       continue
-    if name in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
-      continue  # Tied to the word embeddings / duplicate of cls.predictions.bias.
-    if name == "cls.predictions.bias":
-      canonical["cls/predictions/output_bias"] = value
-      continue
-    parts = name.split(".")
-    if len(parts) >= 3 and parts[0] == "encoder" and parts[1] == "layer":
-      parts = ["encoder", f"layer_{parts[2]}"] + parts[3:]
-    leaf, parent = parts[-1], parts[-2]
-    if parent == "LayerNorm":
-      parts[-1] = {"weight": "gamma", "gamma": "gamma", "bias": "beta",
-                   "beta": "beta"}[leaf]
-    elif parent.endswith("embeddings") and leaf == "weight":
-      parts = parts[:-1]
-    elif parent in _LINEAR_PARENTS and leaf == "weight":
-      parts[-1] = "kernel"
-      value = np.ascontiguousarray(value.T)
-    canonical["/".join(parts)] = value
+    canonical[target] = np.ascontiguousarray(value.T) if transpose else value
   return canonical
 
 

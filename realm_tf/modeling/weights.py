@@ -117,6 +117,19 @@ def _mlm_targets(mlm_head) -> Dict[str, tf.Variable]:
   }
 
 
+def canonical_targets(encoder, num_layers: int, mlm_head=None) -> Dict[str, tf.Variable]:
+  """Canonical (TF1 BERT) name -> variable of a built encoder and optional MLM head.
+
+  The names are those `assign_canonical` reads (`embeddings/...`, `encoder/layer_N/...`,
+  `pooler/dense/...`, `cls/predictions/...`); checkpoint converters use them to check
+  that every variable of a source lands somewhere (`export.weight_assign`).
+  """
+  targets = _encoder_targets(encoder, num_layers)
+  if mlm_head is not None:
+    targets.update(_mlm_targets(mlm_head))
+  return targets
+
+
 def _ensure_built(encoder, mlm_head=None):
   if not encoder.built:
     zeros = tf.zeros([1, 2], tf.int32)
@@ -249,8 +262,9 @@ def load_bert_weights(encoder, config: BertConfig, path: str, mlm_head=None) -> 
 def load_pretrained_realm(model, bert_path: Optional[str] = None,
                           embedder_path: Optional[str] = None) -> Dict[str, LoadReport]:
   """Initializes a `RealmModel`: the reader (encoder + MLM head) from `bert_path` and the
-  BERT of every embedder tower from `embedder_path` (projection layers keep their
-  initialization)."""
+  BERT of every embedder tower from `embedder_path`. The projection layers are loaded too
+  when `embedder_path` is a converted embedder checkpoint (`load_embedder_projection`);
+  otherwise they keep their initialization."""
   reports = {}
   if bert_path:
     reports["bert"] = load_bert_weights(model.reader.encoder, model.config.bert, bert_path,
@@ -262,4 +276,33 @@ def load_pretrained_realm(model, bert_path: Optional[str] = None,
     for tower in towers:
       reports[tower.name] = load_bert_weights(tower.encoder, model.config.embedder,
                                               embedder_path)
+      if load_embedder_projection(tower, embedder_path):
+        reports[tower.name].notes.append(f"projection loaded from {embedder_path}")
   return reports
+
+
+def load_embedder_projection(embedder, path: str) -> bool:
+  """Loads the projection and its LayerNorm of a `ProjectedEmbedder` from a TF2
+  checkpoint with `projection` and `projection_layer_norm` items (the layout of
+  `python -m export.convert` embedder checkpoints). Returns False, loading nothing, when
+  `path` holds no such items (e.g. a plain BERT checkpoint or a HF folder)."""
+  if hf_bert.is_hf_bert_folder(path):
+    return False
+  prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+  if prefix is None:
+    return False
+  shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+  key = f"projection/kernel{_TF2_VALUE}"
+  if key not in shapes:
+    return False
+  if tuple(shapes[key]) != (embedder.encoder_config.hidden_size, embedder.projection_size):
+    raise WeightsMismatchError(
+        f"Shape mismatch for projection/kernel: the weights in {prefix} have "
+        f"{tuple(shapes[key])}, the model expects "
+        f"{(embedder.encoder_config.hidden_size, embedder.projection_size)}.")
+  embedder.build_variables()
+  status = tf.train.Checkpoint(projection=embedder.projection,
+                               projection_layer_norm=embedder.layer_norm).read(prefix)
+  status.assert_existing_objects_matched()
+  status.expect_partial()
+  return True
