@@ -1,0 +1,107 @@
+"""The pre-training job: resume with identical optimizer state; kill, resume and refresh."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from realm_tf.featurization import Featurizer
+from realm_tf.generation.stream import ExampleStream
+from realm_tf.modeling import testing_utils
+from realm_tf.modeling.config import BertConfig
+from realm_tf.tokenization import Tokenizer
+from realm_tf import sample_data
+from realm_tf.training import sample_setup
+from realm_tf.training.initial_index import build_initial_embedder_module
+from realm_tf.training.trainer import Trainer, read_best_metric
+from tests.conftest import REPO_ROOT
+
+
+def _trainer(model_dir, corpora, steps):
+  tokenizer = Tokenizer(sample_data.VOCAB_PATH)
+  bert = BertConfig.preset("tiny", vocab_size=tokenizer.vocab_size)
+  config = testing_utils.tiny_realm_config(
+      query_seq_len=48, candidate_seq_len=64, num_candidates=3, max_masks=4, bert=bert,
+      embedder=bert, num_train_steps=steps, batch_size=4, eval_batch_size=4,
+      save_checkpoints_steps=2, learning_rate=1e-3)
+  featurizer = Featurizer(48, 64, 3, 4, tokenizer)
+  pretrain = sorted(p for p in tf.io.gfile.glob(corpora[0]) if not p.endswith(".json"))
+  retrieval = sorted(p for p in tf.io.gfile.glob(corpora[1]) if not p.endswith(".json"))
+  common = dict(model_dir=model_dir, retrieval_paths=retrieval, featurizer=featurizer,
+                retrieval_batch_size=8)
+  train = ExampleStream(pretrain_paths=pretrain[1:], batch_size=4, training=True, **common)
+  evaluation = ExampleStream(pretrain_paths=pretrain[:1], batch_size=4, training=False,
+                             **common)
+  trainer = Trainer(config, model_dir, tf.distribute.get_strategy(), tokenizer, train,
+                    evaluation, export_steps=100, num_eval_steps=2, log_every_steps=2)
+  return trainer, tokenizer, featurizer, retrieval
+
+
+def test_resume_restores_step_and_optimizer_slots(tmp_path):
+  model_dir = str(tmp_path / "model")
+  corpora = sample_setup.prepare_sample_corpora(model_dir)
+  trainer, tokenizer, featurizer, retrieval = _trainer(model_dir, corpora, steps=4)
+  assert not trainer.restore()
+  initial = build_initial_embedder_module(trainer.model, tokenizer, featurizer, retrieval,
+                                          os.path.join(model_dir, "initial"), batch_size=64)
+  trainer.train_stream.initial_embedder = trainer.eval_stream.initial_embedder = initial
+  trainer.train()
+  assert trainer.step == 4
+  slots = {v.name: v.numpy() for v in trainer.optimizer.variables()}
+  weights = [v.numpy() for v in trainer.model.trainable_variables]
+  # The final export evaluated and recorded the best retrieval_utility on disk.
+  assert read_best_metric(model_dir) is not None
+  assert sorted(os.listdir(os.path.join(model_dir, "export", "tf_hub"))) != []
+
+  resumed, *_ = _trainer(model_dir, corpora, steps=6)
+  assert resumed.restore()
+  assert resumed.step == 4
+  for variable in resumed.optimizer.variables():
+    np.testing.assert_array_equal(variable.numpy(), slots[variable.name], variable.name)
+  for got, want in zip(resumed.model.trainable_variables, weights):
+    np.testing.assert_array_equal(got.numpy(), want)
+  resumed.train_stream.initial_embedder = resumed.eval_stream.initial_embedder = initial
+  resumed.train()
+  assert resumed.step == 6
+
+
+@pytest.mark.slow
+def test_pretrain_killed_and_resumed_with_inline_refresh(tmp_path):
+  """The CLI on the sample corpus: SIGKILL mid-run, resume, refreshed indexes used."""
+  model_dir = str(tmp_path / "model")
+  command = [sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
+             "--num_train_steps=36", "--save_checkpoints_steps=6", "--export_steps=12",
+             "--num_eval_steps=2", "--log_every_steps=6", "--candidate_seq_len=96"]
+  checkpoints = os.path.join(model_dir, "checkpoints")
+  first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and first.poll() is None:
+    latest = tf.train.latest_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
+    if latest and int(latest.rsplit("-", 1)[1]) >= 12:
+      break
+    time.sleep(1)
+  assert first.poll() is None, "the first run ended before it could be killed"
+  os.killpg(first.pid, signal.SIGKILL)  # the trainer and its refresh job
+  first.wait()
+  killed_at = int(tf.train.latest_checkpoint(checkpoints).rsplit("-", 1)[1])
+  assert not os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
+
+  second = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=420, check=False)
+  log = second.stdout + second.stderr
+  assert second.returncode == 0, log[-4000:]
+  assert re.search(rf"Resumed from .*ckpt-{killed_at} at step {killed_at}", log)
+  assert "Training done at step 36" in log
+  assert os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
+  assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-36")
+  # The refresh job committed indexes and later examples were retrieved with them.
+  assert os.listdir(os.path.join(model_dir, "export", "encoded"))
+  timestamps = {int(t) for t in re.findall(r"index ts (\d+)", log)}
+  assert any(t > 0 for t in timestamps), timestamps
+  assert "[eval] step 36" in log
