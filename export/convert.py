@@ -40,22 +40,27 @@ from realm_tf.retrieval import block_index
 FORMATS = ("bert_tf1", "realm_tf1", "hf_bert", "hf_realm")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("from", None, FORMATS, "Format of --input.")
-flags.DEFINE_string("input", None, "Checkpoint prefix, module directory or HF folder.")
-flags.DEFINE_string("output", None, "Directory to create (must not exist).")
-flags.DEFINE_boolean("export_hub", False, "Also write the TF-Hub modules under tf_hub/.")
-flags.DEFINE_string("vocab_path", None, "Vocabulary, when the input has none (or to "
-                    "override it).")
-flags.DEFINE_boolean("do_lower_case", None, "Casing of the vocabulary; default: from the "
-                     "input (HF tokenizer_config.json, 'uncased'/'cased' in the path, or "
-                     "the vocabulary).")
-flags.DEFINE_string("bert_config_file", None, "bert_config.json for inputs without one "
-                    "(TF1 hub modules): its head count and activation are used.")
-flags.DEFINE_integer("num_attention_heads", None, "Head count of TF1 modules without a "
-                     "config (default: hidden_size / 64, as in every Google BERT).")
-flags.DEFINE_string("block_emb", None, "A block_emb checkpoint prefix to add (e.g. "
-                    "gs://orqa-data/ict/encoded/encoded.ckpt for an ORQA model directory, "
-                    "which does not contain its index).")
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program: tests import this
+  module beside other entry points)."""
+  flags.DEFINE_enum("from", None, FORMATS, "Format of --input.")
+  flags.DEFINE_string("input", None, "Checkpoint prefix, module directory or HF folder.")
+  flags.DEFINE_string("output", None, "Directory to create (must not exist).")
+  flags.DEFINE_boolean("export_hub", False, "Also write the TF-Hub modules under tf_hub/.")
+  flags.DEFINE_string("vocab_path", None, "Vocabulary, when the input has none (or to "
+                      "override it).")
+  flags.DEFINE_boolean("do_lower_case", None, "Casing of the vocabulary; default: from the "
+                       "input (HF tokenizer_config.json, 'uncased'/'cased' in the path, or "
+                       "the vocabulary).")
+  flags.DEFINE_string("bert_config_file", None, "bert_config.json for inputs without one "
+                      "(TF1 hub modules): its head count and activation are used.")
+  flags.DEFINE_integer("num_attention_heads", None, "Head count of TF1 modules without a "
+                       "config (default: hidden_size / 64, as in every Google BERT).")
+  flags.DEFINE_string("block_emb", None, "A block_emb checkpoint prefix to add (e.g. "
+                      "gs://orqa-data/ict/encoded/encoded.ckpt for an ORQA model directory, "
+                      "which does not contain its index).")
 
 
 def read_input(source_format: str, path: str, bert_config_file: Optional[str] = None,
@@ -116,5 +121,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["from", "input", "output"])
   app.run(main)

@@ -29,27 +29,32 @@ TEXT_FIELDS = ("retrieved_texts", "block_texts")
 ID_FIELDS = ("block_ids", "retrieved_block_ids")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("references", None,
-                    "jsonl references: `question` and `answer` (a list of answers).")
-flags.DEFINE_string("predictions", None,
-                    "jsonl predictions: `question`, and `prediction` and/or retrieved "
-                    f"blocks ({', '.join(TEXT_FIELDS + ID_FIELDS)}).")
-flags.DEFINE_alias("references_path", "references")
-flags.DEFINE_alias("predictions_path", "predictions")
-flags.DEFINE_boolean("is_regex", False,
-                     "Reference answers are regular expressions (CuratedTREC only).")
-flags.DEFINE_enum("answer_field", "answer", list(evaluation.ANSWER_FIELDS),
-                  "Reference answers: `answer`, or `answer` plus EfficientQA's "
-                  "`def_correct_predictions`.")
-flags.DEFINE_string("blocks_path", None,
-                    "Block texts for predictions that carry block ids: a passages "
-                    "jsonl(.gz) (line i = block i) or retrieval-corpus TFRecords.")
-flags.DEFINE_string("block_text_field", "",
-                    "Text field of --blocks_path (default: text for jsonl, body for "
-                    "TFRecords).")
-flags.DEFINE_list("recall_ks", [str(k) for k in evaluation.DEFAULT_RECALL_KS],
-                  "Cut-offs k of the answer recall@k.")
-flags.DEFINE_string("output", None, "Optional JSON file for the metrics (written atomically).")
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program: tests import this
+  module beside other entry points)."""
+  flags.DEFINE_string("references", None,
+                      "jsonl references: `question` and `answer` (a list of answers).")
+  flags.DEFINE_string("predictions", None,
+                      "jsonl predictions: `question`, and `prediction` and/or retrieved "
+                      f"blocks ({', '.join(TEXT_FIELDS + ID_FIELDS)}).")
+  flags.DEFINE_alias("references_path", "references")
+  flags.DEFINE_alias("predictions_path", "predictions")
+  flags.DEFINE_boolean("is_regex", False,
+                       "Reference answers are regular expressions (CuratedTREC only).")
+  flags.DEFINE_enum("answer_field", "answer", list(evaluation.ANSWER_FIELDS),
+                    "Reference answers: `answer`, or `answer` plus EfficientQA's "
+                    "`def_correct_predictions`.")
+  flags.DEFINE_string("blocks_path", None,
+                      "Block texts for predictions that carry block ids: a passages "
+                      "jsonl(.gz) (line i = block i) or retrieval-corpus TFRecords.")
+  flags.DEFINE_string("block_text_field", "",
+                      "Text field of --blocks_path (default: text for jsonl, body for "
+                      "TFRecords).")
+  flags.DEFINE_list("recall_ks", [str(k) for k in evaluation.DEFAULT_RECALL_KS],
+                    "Cut-offs k of the answer recall@k.")
+  flags.DEFINE_string("output", None, "Optional JSON file for the metrics (written atomically).")
 
 
 class PredictionsFormatError(ValueError):
@@ -137,5 +142,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["references", "predictions"])
   app.run(main)

@@ -20,13 +20,18 @@ import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before Tensor
 import tensorflow as tf
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("mode", None, ["dispatcher", "worker"], "Which server to start.")
-flags.DEFINE_integer("port", 0, "Port to listen on (0: pick a free one and print it).")
-flags.DEFINE_string("dispatcher_address", None, "host:port of the dispatcher (workers).")
-flags.DEFINE_string("worker_address", None, "Address the dispatcher should use to reach "
-                    "this worker (default: localhost:<port>).")
-flags.DEFINE_string("work_dir", None, "Dispatcher journal directory: with it, a restarted "
-                    "dispatcher recovers its jobs (fault tolerance).")
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program: tests import this
+  module beside other entry points)."""
+  flags.DEFINE_enum("mode", None, ["dispatcher", "worker"], "Which server to start.")
+  flags.DEFINE_integer("port", 0, "Port to listen on (0: pick a free one and print it).")
+  flags.DEFINE_string("dispatcher_address", None, "host:port of the dispatcher (workers).")
+  flags.DEFINE_string("worker_address", None, "Address the dispatcher should use to reach "
+                      "this worker (default: localhost:<port>).")
+  flags.DEFINE_string("work_dir", None, "Dispatcher journal directory: with it, a restarted "
+                      "dispatcher recovers its jobs (fault tolerance).")
 
 
 def start_server(mode: str, port: int = 0, dispatcher_address: str = None,
@@ -56,5 +61,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("mode")
   app.run(main)

@@ -31,15 +31,20 @@ from realm_tf.featurization import Featurizer, get_document_uid, prepend_null_do
 from realm_tf.tokenization import Tokenizer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("vocab_path", sample_data.VOCAB_PATH,
-                    "BERT vocab.txt; default: the sample corpus's own wordpiece vocab.")
-flags.DEFINE_integer("num_examples", 3, "Examples to print.")
-flags.DEFINE_integer("query_seq_len", 96, "Q.")
-flags.DEFINE_integer("candidate_seq_len", 288, "C.")
-flags.DEFINE_integer("num_candidates", 4, "N, including the null document.")
-flags.DEFINE_integer("max_masks", 10, "M.")
-flags.DEFINE_string("model_dir", "runs/demo", "Model directory of the pre-training run.")
-flags.DEFINE_boolean("pretrain", True, "Run the sample pre-training after the examples.")
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program: tests import this
+  module beside other entry points)."""
+  flags.DEFINE_string("vocab_path", sample_data.VOCAB_PATH,
+                      "BERT vocab.txt; default: the sample corpus's own wordpiece vocab.")
+  flags.DEFINE_integer("num_examples", 3, "Examples to print.")
+  flags.DEFINE_integer("query_seq_len", 96, "Q.")
+  flags.DEFINE_integer("candidate_seq_len", 288, "C.")
+  flags.DEFINE_integer("num_candidates", 4, "N, including the null document.")
+  flags.DEFINE_integer("max_masks", 10, "M.")
+  flags.DEFINE_string("model_dir", "runs/demo", "Model directory of the pre-training run.")
+  flags.DEFINE_boolean("pretrain", True, "Run the sample pre-training after the examples.")
 
 def read_jsonl(path):
   with open(path, encoding="utf-8") as f:
@@ -149,4 +154,5 @@ def run_pretraining(model_dir: str) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -39,61 +39,66 @@ from realm_tf.training import inline_refresh, initial_index, sample_setup, strat
 from realm_tf.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
-# Data (spec 7.2, 7.3).
-flags.DEFINE_string("model_dir", None, "Checkpoints, exports, logs and config.json.")
-flags.DEFINE_string("pretrain_corpus_path", None, "Glob of the pre-training shards "
-                    "(default: the sample corpus, built under model_dir/data).")
-flags.DEFINE_string("retrieval_corpus_path", None, "Glob of the retrieval-corpus shards.")
-flags.DEFINE_string("vocab_path", None, "BERT vocab (default: the sample vocab).")
-flags.DEFINE_boolean("do_lower_case", True, "Uncased tokenization.")
-flags.DEFINE_integer("eval_shards", None, "First sorted pre-training shards used for eval "
-                     "(the original: 5; the sample corpus: 1).")
-flags.DEFINE_integer("num_shards_per_mips_refresh", None, "Training shards per generation "
-                     "of examples (the original: 4; sample: 2).")
-flags.DEFINE_integer("retrieval_batch_size", None, "Queries per retrieval (original 64).")
-flags.DEFINE_string("initial_embedder_module", None, "Embedder module with "
-                    "encoded/encoded.ckpt used before the first refresh (e.g. ICT); "
-                    "default: the initial model's own document tower, indexed at start.")
-flags.DEFINE_string("data_service", None, "tf.data service dispatcher (grpc://host:port) "
-                    "to generate examples on; see `python -m realm_tf.data_service`.")
-# Model and featurization (spec 7.2).
-flags.DEFINE_string("bert_preset", None, "Reader encoder size: tiny, mini, minilm, base.")
-flags.DEFINE_string("embedder_preset", None, "Embedder encoder size (default: as reader).")
-flags.DEFINE_integer("query_seq_len", None, "Q (original launcher: 96).")
-flags.DEFINE_integer("candidate_seq_len", None, "C (288).")
-flags.DEFINE_integer("num_candidates", None, "N including the null document (8).")
-flags.DEFINE_integer("max_masks", None, "M (10).")
-flags.DEFINE_boolean("share_embedders", True, "One tower for queries and documents.")
-flags.DEFINE_boolean("separate_candidate_segments", True, "Title/body segment ids 0/1.")
-flags.DEFINE_string("init_checkpoint", None, "BERT checkpoint (TF1, TF2 or HF folder) for "
-                    "the reader and, unless --init_embedder is set, the embedder.")
-flags.DEFINE_string("init_hf_bert", None, "Hugging Face BERT folder, as --init_checkpoint.")
-flags.DEFINE_string("init_embedder", None, "BERT weights for the embedder towers.")
-# Optimization and loop (spec 7.1, 7.2).
-flags.DEFINE_float("learning_rate", None, "Peak learning rate (original 3e-5).")
-flags.DEFINE_integer("batch_size", None, "Global training batch size (original 16).")
-flags.DEFINE_integer("eval_batch_size", None, "Global eval batch size.")
-flags.DEFINE_integer("num_train_steps", None, "Training steps.")
-flags.DEFINE_integer("save_checkpoints_steps", None, "Checkpoint cadence (original 1000).")
-flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
-flags.DEFINE_integer("export_steps", None, "Export + eval cadence (default: "
-                     "save_checkpoints_steps).")
-flags.DEFINE_integer("num_eval_steps", None, "Eval batches per evaluation.")
-flags.DEFINE_integer("log_every_steps", 10, "Progress and TensorBoard cadence.")
-flags.DEFINE_integer("tf_random_seed", 0, "Seed of initialization and example generation.")
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
-# Distribution and refresh.
-flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
-                  "tf.distribute strategy.")
-flags.DEFINE_string("tpu", None, "TPU name or address (implies --strategy=tpu).")
-flags.DEFINE_enum("refresh", "inline", ["inline", "external"], "Run the refresh job as a "
-                  "supervised subprocess, or expect it to run elsewhere.")
-flags.DEFINE_enum("searcher", searchers.BRUTE_FORCE, list(searchers.SEARCHER_TYPES),
-                  "Searcher of example generation (and of the inline refresh job): "
-                  "brute_force (exact, in the tf.data graph; needed with --data_service) "
-                  "or scann (the refresh job's saved ScaNN searcher).")
 
-# The embedded default: a tiny model on the sample corpus in a few minutes on a CPU.
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program: tests import this
+  module beside other entry points)."""
+  flags.DEFINE_string("model_dir", None, "Checkpoints, exports, logs and config.json.")
+  flags.DEFINE_string("pretrain_corpus_path", None, "Glob of the pre-training shards "
+                      "(default: the sample corpus, built under model_dir/data).")
+  flags.DEFINE_string("retrieval_corpus_path", None, "Glob of the retrieval-corpus shards.")
+  flags.DEFINE_string("vocab_path", None, "BERT vocab (default: the sample vocab).")
+  flags.DEFINE_boolean("do_lower_case", True, "Uncased tokenization.")
+  flags.DEFINE_integer("eval_shards", None, "First sorted pre-training shards used for eval "
+                       "(the original: 5; the sample corpus: 1).")
+  flags.DEFINE_integer("num_shards_per_mips_refresh", None, "Training shards per generation "
+                       "of examples (the original: 4; sample: 2).")
+  flags.DEFINE_integer("retrieval_batch_size", None, "Queries per retrieval (original 64).")
+  flags.DEFINE_string("initial_embedder_module", None, "Embedder module with "
+                      "encoded/encoded.ckpt used before the first refresh (e.g. ICT); "
+                      "default: the initial model's own document tower, indexed at start.")
+  flags.DEFINE_string("data_service", None, "tf.data service dispatcher (grpc://host:port) "
+                      "to generate examples on; see `python -m realm_tf.data_service`.")
+  # Model and featurization (spec 7.2).
+  flags.DEFINE_string("bert_preset", None, "Reader encoder size: tiny, mini, minilm, base.")
+  flags.DEFINE_string("embedder_preset", None, "Embedder encoder size (default: as reader).")
+  flags.DEFINE_integer("query_seq_len", None, "Q (original launcher: 96).")
+  flags.DEFINE_integer("candidate_seq_len", None, "C (288).")
+  flags.DEFINE_integer("num_candidates", None, "N including the null document (8).")
+  flags.DEFINE_integer("max_masks", None, "M (10).")
+  flags.DEFINE_boolean("share_embedders", True, "One tower for queries and documents.")
+  flags.DEFINE_boolean("separate_candidate_segments", True, "Title/body segment ids 0/1.")
+  flags.DEFINE_string("init_checkpoint", None, "BERT checkpoint (TF1, TF2 or HF folder) for "
+                      "the reader and, unless --init_embedder is set, the embedder.")
+  flags.DEFINE_string("init_hf_bert", None, "Hugging Face BERT folder, as --init_checkpoint.")
+  flags.DEFINE_string("init_embedder", None, "BERT weights for the embedder towers.")
+  # Optimization and loop (spec 7.1, 7.2).
+  flags.DEFINE_float("learning_rate", None, "Peak learning rate (original 3e-5).")
+  flags.DEFINE_integer("batch_size", None, "Global training batch size (original 16).")
+  flags.DEFINE_integer("eval_batch_size", None, "Global eval batch size.")
+  flags.DEFINE_integer("num_train_steps", None, "Training steps.")
+  flags.DEFINE_integer("save_checkpoints_steps", None, "Checkpoint cadence (original 1000).")
+  flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
+  flags.DEFINE_integer("export_steps", None, "Export + eval cadence (default: "
+                       "save_checkpoints_steps).")
+  flags.DEFINE_integer("num_eval_steps", None, "Eval batches per evaluation.")
+  flags.DEFINE_integer("log_every_steps", 10, "Progress and TensorBoard cadence.")
+  flags.DEFINE_integer("tf_random_seed", 0, "Seed of initialization and example generation.")
+  flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
+  # Distribution and refresh.
+  flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
+                    "tf.distribute strategy.")
+  flags.DEFINE_string("tpu", None, "TPU name or address (implies --strategy=tpu).")
+  flags.DEFINE_enum("refresh", "inline", ["inline", "external"], "Run the refresh job as a "
+                    "supervised subprocess, or expect it to run elsewhere.")
+  flags.DEFINE_enum("searcher", searchers.BRUTE_FORCE, list(searchers.SEARCHER_TYPES),
+                    "Searcher of example generation (and of the inline refresh job): "
+                    "brute_force (exact, in the tf.data graph; needed with --data_service) "
+                    "or scann (the refresh job's saved ScaNN searcher).")
+
+  # The embedded default: a tiny model on the sample corpus in a few minutes on a CPU.
+# Data (spec 7.2, 7.3).
 SAMPLE_DEFAULTS = dict(bert_preset="tiny", query_seq_len=48, candidate_seq_len=128,
                        num_candidates=4, max_masks=5, learning_rate=5e-4, batch_size=8,
                        eval_batch_size=8, num_train_steps=300, save_checkpoints_steps=75,
@@ -226,5 +231,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flag_as_required("model_dir")
   app.run(main)

@@ -22,11 +22,16 @@ from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 from realm_tf.tokenization import SPECIAL_TOKENS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "jsonl with `title` and `text` (or `body`) fields.")
-flags.DEFINE_multi_string("extra_input", [], "jsonl files whose `question` fields are added.")
-flags.DEFINE_string("output", None, "vocab.txt to write (atomically).")
-flags.DEFINE_integer("vocab_size", 8000, "Upper bound on the vocabulary size.")
-flags.DEFINE_bool("do_lower_case", True, "Learn an uncased vocabulary.")
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program: tests import this
+  module beside other entry points)."""
+  flags.DEFINE_string("input", None, "jsonl with `title` and `text` (or `body`) fields.")
+  flags.DEFINE_multi_string("extra_input", [], "jsonl files whose `question` fields are added.")
+  flags.DEFINE_string("output", None, "vocab.txt to write (atomically).")
+  flags.DEFINE_integer("vocab_size", 8000, "Upper bound on the vocabulary size.")
+  flags.DEFINE_bool("do_lower_case", True, "Learn an uncased vocabulary.")
 
 
 def learn_wordpiece_vocab(texts: Iterable[str], vocab_size: int = 8000,
@@ -72,5 +77,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["input", "output"])
   app.run(main)
