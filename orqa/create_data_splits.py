@@ -18,10 +18,14 @@ from orqa import jsonl_io
 from orqa import qa_data
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("train_path", None, "The original train jsonl.")
-flags.DEFINE_string("test_path", None, "The original dev/test jsonl (copied as test).")
-flags.DEFINE_string("name", None, "Dataset name, e.g. NaturalQuestions, WebQuestions.")
-flags.DEFINE_string("output_dir", None, "Directory for the resplit files.")
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program)."""
+  flags.DEFINE_string("train_path", None, "The original train jsonl.")
+  flags.DEFINE_string("test_path", None, "The original dev/test jsonl (copied as test).")
+  flags.DEFINE_string("name", None, "Dataset name, e.g. NaturalQuestions, WebQuestions.")
+  flags.DEFINE_string("output_dir", None, "Directory for the resplit files.")
 
 
 def _records(examples):
@@ -51,5 +55,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["train_path", "name", "output_dir"])
   app.run(main)
