@@ -33,7 +33,7 @@ from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
 from realm_tf.modeling.config import BertConfig, RealmConfig
 from realm_tf.modeling.weights import load_pretrained_realm
-from realm_tf.retrieval import searchers
+from realm_tf.retrieval import corpus_reader, searchers
 from realm_tf.tokenization import Tokenizer
 from realm_tf.training import inline_refresh, initial_index, sample_setup, strategies
 from realm_tf.training.trainer import Trainer
@@ -146,14 +146,6 @@ def build_config(sample: bool, vocab_path: str) -> RealmConfig:
       keep_checkpoint_max=FLAGS.keep_checkpoint_max, tf_random_seed=FLAGS.tf_random_seed)
 
 
-def _shards(pattern: str, what: str):
-  paths = sorted(tf.io.gfile.glob(pattern))
-  paths = [p for p in paths if not p.endswith(".json")]
-  if not paths:
-    raise FileNotFoundError(f"No {what} shards match {pattern!r}")
-  return paths
-
-
 def main(argv):
   del argv
   model_dir = FLAGS.model_dir
@@ -178,9 +170,9 @@ def main(argv):
   featurizer = Featurizer(config.query_seq_len, config.candidate_seq_len,
                           config.num_candidates, config.max_masks, tokenizer,
                           config.separate_candidate_segments)
-  eval_paths, train_paths = split_shards(_shards(pretrain_glob, "pre-training"),
+  eval_paths, train_paths = split_shards(corpus_reader.list_shards(pretrain_glob),
                                          _flag("eval_shards", defaults))
-  retrieval_paths = _shards(retrieval_glob, "retrieval-corpus")
+  retrieval_paths = corpus_reader.list_shards(retrieval_glob)
   common = dict(model_dir=model_dir, retrieval_paths=retrieval_paths, featurizer=featurizer,
                 retrieval_batch_size=_flag("retrieval_batch_size", defaults),
                 data_service=FLAGS.data_service, seed=FLAGS.tf_random_seed,

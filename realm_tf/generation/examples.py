@@ -15,16 +15,17 @@ from realm_tf.featurization import (BertInputs, Featurizer, document_fingerprint
                                     has_duplicates_tf, prepend_null_document,
                                     select_candidates_tf)
 from realm_tf.generation import queries
+from realm_tf.retrieval import corpus_reader
 
 EmbedFn = Callable[[BertInputs], tf.Tensor]  # query inputs [b, Q] -> embeddings [b, D]
 SearchFn = Callable[[tf.Tensor], tf.Tensor]  # embeddings [b, D] -> block ids [b, k]
 
-RETRIEVAL_FEATURES = {
-    "title": tf.io.FixedLenFeature([], tf.string),
-    "body": tf.io.FixedLenFeature([], tf.string),
-    "title_token_ids": tf.io.RaggedFeature(tf.int64),
-    "body_token_ids": tf.io.RaggedFeature(tf.int64),
-}
+def parse_blocks_with_uids(serialized):
+  """Title ids, body ids [b, (len)] and in-graph uids [b] of serialized blocks [b]."""
+  ids = corpus_reader.parse_blocks(serialized)
+  texts = corpus_reader.parse_block_texts(serialized)
+  return (ids["title_token_ids"], ids["body_token_ids"],
+          document_fingerprint(texts["title"], texts["body"]))
 
 
 class BlockStore(tf.Module):
@@ -48,15 +49,11 @@ class BlockStore(tf.Module):
   @classmethod
   def from_shards(cls, paths: Sequence[str]) -> "BlockStore":
     """Loads retrieval-corpus shards (GZIP TFRecords), in the given (sorted) order."""
-    dataset = tf.data.TFRecordDataset(list(paths), "GZIP", buffer_size=8 << 20)
-    batches = [tf.io.parse_example(b, RETRIEVAL_FEATURES) for b in dataset.batch(8192)]
+    batches = [parse_blocks_with_uids(b)
+               for b in corpus_reader.records_dataset(paths).batch(8192)]
     if not batches:
       raise ValueError(f"No blocks in the retrieval corpus shards {list(paths)}")
-    title = tf.concat([b["title"] for b in batches], 0)
-    body = tf.concat([b["body"] for b in batches], 0)
-    return cls(tf.concat([b["title_token_ids"] for b in batches], 0),
-               tf.concat([b["body_token_ids"] for b in batches], 0),
-               document_fingerprint(title, body))
+    return cls(*[tf.concat(parts, 0) for parts in zip(*batches)])
 
   def gather(self, block_ids):
     """Title ids, body ids [b, k, (len)] and uids [b, k] of blocks [b, k]."""

@@ -17,8 +17,9 @@ from typing import Callable, Optional, Sequence
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
-from realm_tf.featurization import BertInputs, Featurizer, document_fingerprint
+from realm_tf.featurization import BertInputs, Featurizer
 from realm_tf.generation import examples, queries
+from realm_tf.retrieval import corpus_reader
 
 
 def frozen_query_embedder(embedder_path: str) -> Callable[[BertInputs], tf.Tensor]:
@@ -57,11 +58,8 @@ def restore_block_emb(checkpoint_prefix) -> tf.Tensor:
 
 def _corpus_element(retrieval_paths: Sequence[str]):
   """All blocks as one element: title ids, body ids [K, (len)] and uids [K]."""
-  records = tf.data.TFRecordDataset(list(retrieval_paths), "GZIP", buffer_size=8 << 20)
-  return records.batch(1 << 62).map(
-      lambda r: tf.io.parse_example(r, examples.RETRIEVAL_FEATURES)).map(
-          lambda b: (b["title_token_ids"], b["body_token_ids"],
-                     document_fingerprint(b["title"], b["body"])))
+  return corpus_reader.records_dataset(retrieval_paths).batch(1 << 62).map(
+      examples.parse_blocks_with_uids)
 
 
 def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[str],
