@@ -37,4 +37,9 @@ def test_dispatcher_and_workers_serve_a_dataset():
   finally:
     for process in processes:
       process.terminate()
-      process.wait(timeout=30)
+    for process in processes:
+      try:
+        process.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -79,7 +79,8 @@ def retrieve_and_featurize(masked: Dict[str, object], embed_fn: EmbedFn,
   """
   num_candidates = featurizer.num_candidates
   query_emb = embed_fn(featurizer.featurize_query_tf(masked["masked_token_ids"]))  # [b, D]
-  retrieved = tf.cast(search_fn(query_emb), tf.int32)[:, :num_candidates]  # [b, N]
+  retrieved = tf.ensure_shape(tf.cast(search_fn(query_emb), tf.int32),
+                              [None, None])[:, :num_candidates]  # [b, N]
   uids = tf.gather(store.uids, retrieved)  # [b, N]
   keep, enough = select_candidates_tf(uids, masked["orig_doc_uid"], num_candidates)
   duplicate = tf.logical_or(has_duplicates_tf(uids), tf.logical_not(enough))
