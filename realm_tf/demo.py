@@ -153,6 +153,30 @@ def run_pretraining(model_dir: str) -> None:
              f"python -m realm_tf.pretrain --model_dir={model_dir}")
 
 
+def run_serving_stage(finetuned_model_dir: str, serving_dir: str,
+                      num_questions: int = 3) -> str:
+  """Exports the serving SavedModel of a fine-tuned ORQA model_dir and answers sample
+  questions with it (the stage after fine-tuning); prints how to start the demo page."""
+  print(f"\nExporting the serving SavedModel of {finetuned_model_dir} to {serving_dir}...",
+        flush=True)
+  command = [sys.executable, "-m", "export.serving", f"--finetuned_model={finetuned_model_dir}",
+             f"--output_dir={serving_dir}", "--overwrite"]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode:
+    sys.exit(f"Serving export failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+  import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
+  model = tf.saved_model.load(serving_dir)
+  questions = [qa["question"] for qa in read_jsonl(sample_data.QA_PATH)[:num_questions]]
+  out = model.signatures["serving_default"](question=tf.constant(questions))
+  for i, question in enumerate(questions):
+    print(f"  Q: {question}\n  A: {out['answer'][i].numpy().decode()}  (from "
+          f"{out['answer_block_title'][i].numpy().decode()!r}, score "
+          f"{float(out['answer_score'][i]):.2f})")
+  print(f"\nDemo page: python -m orqa.demo --serving_model={serving_dir} --port=8080  "
+        "then open http://127.0.0.1:8080/")
+  return serving_dir
+
+
 if __name__ == "__main__":
   define_flags()
   app.run(main)
