@@ -8,6 +8,9 @@ r"""The README's main job on the embedded sample corpus (`make demo`).
    (`python -m realm_tf.pretrain --model_dir=runs/demo`), printing loss and
    retrieval_utility as it goes. A finished demo run is started afresh; an interrupted
    one resumes.
+3. ORQA fine-tuning on the sample QA pairs from the newest REALM index and reader
+   (`runs/demo_orqa`), then the serving SavedModel (`runs/demo_serving`) answering three
+   sample questions, and the command that starts the demo page.
 
   python -m realm_tf.demo [--num_examples=3] [--model_dir=runs/demo] [--nopretrain]
 """
@@ -28,6 +31,7 @@ import tensorflow as tf
 
 from realm_tf import sample_data
 from realm_tf.featurization import Featurizer, get_document_uid, prepend_null_document
+from realm_tf.retrieval import encoded_export
 from realm_tf.tokenization import Tokenizer
 
 FLAGS = flags.FLAGS
@@ -133,6 +137,8 @@ def main(argv):
     print(f"  joint_inputs[1]: {joint[:200]}{'...' if len(joint) > 200 else ''}")
   if FLAGS.pretrain:
     run_pretraining(FLAGS.model_dir)
+    finetuned = run_finetuning(FLAGS.model_dir, FLAGS.model_dir + "_orqa")
+    run_serving_stage(finetuned, FLAGS.model_dir + "_serving")
 
 
 def run_pretraining(model_dir: str) -> None:
@@ -151,6 +157,37 @@ def run_pretraining(model_dir: str) -> None:
   if process.returncode:
     sys.exit(f"Pre-training failed (exit {process.returncode}); rerun to resume, or see "
              f"python -m realm_tf.pretrain --model_dir={model_dir}")
+
+
+def run_finetuning(pretrain_dir: str, finetune_dir: str, num_train_steps: int = 150) -> str:
+  """Fine-tunes ORQA on the sample QA pairs from the pre-training run's newest index.
+
+  The retriever is the newest `export/encoded/<ts>/embedder` (with its block index), the
+  reader the `bert` exported beside it, as the REALM README prescribes for ORQA.
+  """
+  encoded = encoded_export.newest_encoded_dir(pretrain_dir)
+  if encoded is None:
+    sys.exit(f"No committed index under {pretrain_dir}/export/encoded to fine-tune from.")
+  if os.path.isdir(finetune_dir):
+    shutil.rmtree(finetune_dir)
+  print(f"\nFine-tuning ORQA on the sample QA pairs from {encoded} into {finetune_dir}...",
+        flush=True)
+  command = [sys.executable, "-m", "orqa.finetune", f"--model_dir={finetune_dir}",
+             f"--retriever_module_path={encoded_export.embedder_path(encoded)}",
+             f"--reader_module_path={os.path.join(encoded, 'bert')}",
+             f"--block_records_path={pretrain_dir}/data/retrieval/blocks-*-of-*",
+             f"--train_path={sample_data.QA_PATH}", f"--dev_path={sample_data.QA_PATH}",
+             "--batch_size=8", "--eval_batch_size=16", f"--num_train_steps={num_train_steps}",
+             "--num_warmup_steps=15", f"--save_checkpoints_steps={num_train_steps}",
+             "--reader_seq_len=160", "--span_hidden_size=64", "--learning_rate=5e-4",
+             "--searcher=brute_force", "--eval_before_training"]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  for line in (result.stdout + result.stderr).splitlines():
+    if "exact_match" in line and "official" in line:
+      print("  " + line.split("] ", 1)[-1][:200], flush=True)
+  if result.returncode:
+    sys.exit(f"Fine-tuning failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+  return finetune_dir
 
 
 def run_serving_stage(finetuned_model_dir: str, serving_dir: str,
