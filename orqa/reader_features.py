@@ -23,6 +23,20 @@ normalized_blocks: string [batch_size, num_blocks].
 """
 
 
+def as_ragged_answers(answers, batch_size) -> tf.RaggedTensor:
+  """Answers as a string RaggedTensor [batch_size, (num_answers)].
+
+  Accepts a RaggedTensor, a dense string tensor padded with "" (empty answers are ignored
+  by the ops), or None (prediction: no answers).
+  """
+  if answers is None:
+    return tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.string),
+                                            tf.zeros([batch_size], tf.int64))
+  if isinstance(answers, tf.RaggedTensor):
+    return answers
+  return tf.RaggedTensor.from_tensor(tf.convert_to_tensor(answers, tf.string))
+
+
 def featurize(questions, blocks, answers, tokenizer, max_sequence_len: int,
               ) -> ReaderFeatures:
   """Tokenizes and lays out the reader inputs of B questions with R blocks each.
@@ -43,11 +57,7 @@ def featurize(questions, blocks, answers, tokenizer, max_sequence_len: int,
   batch_size = tf.shape(blocks, out_type=tf.int64)[0]
   num_blocks = tf.shape(blocks, out_type=tf.int64)[1]
 
-  if answers is None:
-    answers = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.string),
-                                               tf.zeros([batch_size], tf.int64))
-  elif not isinstance(answers, tf.RaggedTensor):
-    answers = tf.RaggedTensor.from_tensor(tf.convert_to_tensor(answers, tf.string))
+  answers = as_ragged_answers(answers, batch_size)
 
   # One tokenizer call for blocks, questions and answers (a third of the graph), with the
   # same text cleaning for all, so answer wordpieces match block wordpieces.

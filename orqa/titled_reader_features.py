@@ -55,11 +55,7 @@ def featurize(questions, titles, blocks, answers, tokenizer, max_sequence_len: i
   titles = tf.convert_to_tensor(titles, tf.string)
   batch_size = tf.shape(blocks, out_type=tf.int64)[0]
   num_blocks = tf.shape(blocks, out_type=tf.int64)[1]
-  if answers is None:
-    answers = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.string),
-                                               tf.zeros([batch_size], tf.int64))
-  elif not isinstance(answers, tf.RaggedTensor):
-    answers = tf.RaggedTensor.from_tensor(tf.convert_to_tensor(answers, tf.string))
+  answers = reader_features.as_ragged_answers(answers, batch_size)
 
   flat_blocks = tf.reshape(blocks, [-1])  # [B * R]
   flat_titles = tf.reshape(titles, [-1])  # [B * R]
