@@ -188,7 +188,11 @@ class ServingIndex(tf.Module):
         ids, scores = searchers.exact_top_k(query_emb, self.block_emb, k)
       else:
         pre_reorder = max(self._pre_reorder, k) if self._pre_reorder > 0 else -1
-        ids, scores = self.scann.search(query_emb, k, pre_reorder)
+        ids, scores = self.scann.search(query_emb, k, pre_reorder)  # [B, <= k]
+        # Fewer than k when the searched leaves hold fewer blocks: pad, marked invalid.
+        missing = k - tf.shape(ids)[1]
+        ids = tf.pad(ids, [[0, 0], [0, missing]])
+        scores = tf.pad(scores, [[0, 0], [0, missing]], constant_values=np.nan)
     ids = tf.ensure_shape(ids, [None, k])
     return ids, tf.ensure_shape(tf.math.is_finite(scores), [None, k])
 
