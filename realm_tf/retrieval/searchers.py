@@ -56,21 +56,25 @@ class Searcher(abc.ABC):
   """Top-k maximum inner product search over K block embeddings of size D."""
 
   searcher_type: str = ""
+  # Set by subclasses' constructors.
+  _num_blocks: int
+  _dims: int
+  _num_neighbors: int
 
   @property
-  @abc.abstractmethod
   def num_blocks(self) -> int:
     """K."""
+    return self._num_blocks
 
   @property
-  @abc.abstractmethod
   def dims(self) -> int:
     """D."""
+    return self._dims
 
   @property
-  @abc.abstractmethod
   def num_neighbors(self) -> int:
     """The default k."""
+    return self._num_neighbors
 
   @abc.abstractmethod
   def search(self, query_emb, k: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -189,18 +193,6 @@ class BruteForceSearcher(tf.Module, Searcher):
     # A plain object, so the tf.function cache is not tracked (nor saved).
     self._cache = types.SimpleNamespace(functions={})
 
-  @property
-  def num_blocks(self) -> int:
-    return self._num_blocks
-
-  @property
-  def dims(self) -> int:
-    return self._dims
-
-  @property
-  def num_neighbors(self) -> int:
-    return self._num_neighbors
-
   def params(self) -> Dict[str, Any]:
     return {"chunk_size": self._chunk_size}
 
@@ -306,18 +298,6 @@ class ScannSearcher(Searcher):
     if full["reorder_num_neighbors"]:
       builder = builder.reorder(max(full["reorder_num_neighbors"], num_neighbors))
     return cls(builder.build(), num_blocks, dims, num_neighbors, full)
-
-  @property
-  def num_blocks(self) -> int:
-    return self._num_blocks
-
-  @property
-  def dims(self) -> int:
-    return self._dims
-
-  @property
-  def num_neighbors(self) -> int:
-    return self._num_neighbors
 
   def params(self) -> Dict[str, Any]:
     return dict(self._params)
