@@ -7,12 +7,19 @@ BERT holds the all-MiniLM-L6-v2 weights (the 384->128 projection is freshly init
 no trained REALM embedder exists yet). `--num_queries` further passages, embedded the
 same way, are the queries. Both arrays go to `--cache_dir` (block_emb checkpoint format).
 
+Or (`--embedder_module`): an existing retriever module with its index
+(`<module>/encoded/encoded.ckpt`, e.g. `orqa.ict --encode`'s or the refresh job's
+`export/encoded/<ts>/embedder`) is searched with real questions (`--questions_path`, QA
+jsonl) embedded by the module's own `projected_text` signature.
+
 Step 2: exact top-10 with `BruteForceSearcher` is the reference; the ScaNN searcher built
 with the refresh job's defaults (and optional overrides) is scored by recall@10, and both
 are timed batched (all queries in one call) and one query per call.
 
   python bench/searchers.py --num_blocks=50000 --num_queries=1000 --seq_len=128 \
       --cache_dir=/tmp/realm_bench_searchers
+  python bench/searchers.py --embedder_module=ict_dir/export/encoded/<ts>/embedder \
+      --questions_path=../shared/data/qa/NQ-open.dpr-dev-from-train.jsonl
 """
 
 import gzip
@@ -46,6 +53,9 @@ flags.DEFINE_integer("k", 10, "Neighbours.")
 flags.DEFINE_list("scann_overrides", [], "name=value ScaNN parameters, e.g. "
                   "num_leaves_to_search=40.")
 flags.DEFINE_integer("single_query_count", 200, "Queries timed one per call.")
+flags.DEFINE_string("embedder_module", None, "Search this module's own index instead.")
+flags.DEFINE_string("questions_path", None, "QA jsonl whose questions are the queries "
+                    "(with --embedder_module; the first --num_queries).")
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                       "shared")
@@ -103,6 +113,19 @@ def _embed(cache_dir):
   return out["blocks"], out["queries"], info
 
 
+def _module_index():
+  """(block_emb, question embeddings, info) of --embedder_module and --questions_path."""
+  import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import  (tokenizer ops)
+  block_emb = block_index.read_block_emb(block_index.checkpoint_prefix(FLAGS.embedder_module))
+  with open(FLAGS.questions_path, encoding="utf-8") as f:
+    questions = [json.loads(line)["question"] for line in f][:FLAGS.num_queries]
+  embed = tf.saved_model.load(FLAGS.embedder_module).signatures["projected_text"]
+  queries = np.concatenate([embed(text=tf.constant(questions[i:i + 256]))["default"].numpy()
+                            for i in range(0, len(questions), 256)])  # [num_queries, D]
+  return block_emb, queries, {"embedder_module": FLAGS.embedder_module,
+                              "questions_path": FLAGS.questions_path}
+
+
 def _time(fn, repeats=3):
   fn()  # Warm-up (tracing).
   best = float("inf")
@@ -127,7 +150,10 @@ def _qps(searcher, queries, k):
 
 def main(argv):
   del argv
-  block_emb, queries, info = _embed(FLAGS.cache_dir)
+  if FLAGS.embedder_module:
+    block_emb, queries, info = _module_index()
+  else:
+    block_emb, queries, info = _embed(FLAGS.cache_dir)
   k = FLAGS.k
   overrides = {}
   for item in FLAGS.scann_overrides:
