@@ -75,15 +75,21 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
   return model_dir
 
 
+def cached_tiny_model(base_dir: str) -> str:
+  """`base_dir/model`, the tiny model_dir, built once (shared by a pytest session)."""
+  model_dir = os.path.join(base_dir, "model")
+  if not os.path.exists(os.path.join(model_dir, training_utils.PARAMS_FILENAME)):
+    make_tiny_finetuned_model(model_dir)
+  return model_dir
+
+
 def cached_serving_model(base_dir: str, searcher: str = searchers.BRUTE_FORCE) -> str:
   """`base_dir/serving_<searcher>` exported from `base_dir/model` (both built once).
 
   Lets several test files of one pytest session share one tiny model and its export.
   """
   from export import serving  # pylint: disable=g-import-not-at-top
-  model_dir = os.path.join(base_dir, "model")
-  if not os.path.exists(os.path.join(model_dir, training_utils.PARAMS_FILENAME)):
-    make_tiny_finetuned_model(model_dir)
+  model_dir = cached_tiny_model(base_dir)
   output_dir = os.path.join(base_dir, f"serving_{searcher}")
   if not os.path.exists(output_dir):
     serving.export_serving_model(model_dir, output_dir, searcher=searcher, top_k=5)

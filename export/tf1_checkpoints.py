@@ -10,7 +10,9 @@ Inputs (any of):
   * (realm_tf1) a directory holding such modules as `embedder/` and `bert/`, e.g. REALM's
     `cc_news_pretrained`.
 
-Variable names (reference spec 1.9, 6.1, 6.3; HF `load_tf_weights_in_realm` agrees):
+Variable names (reference spec 1.9, 6.1, 6.3; checked against google-research/language
+`orqa/models/ict_model.py` and `orqa/models/orqa_model.py`, and against the name map of HF
+`load_tf_weights_in_realm` in `transformers/models/realm/modeling_realm.py`):
 
   Google BERT / hub BERT / REALM `bert`   bert/embeddings/..., bert/encoder/layer_N/...,
                                           bert/pooler/dense/..., cls/predictions/...
@@ -18,14 +20,22 @@ Variable names (reference spec 1.9, 6.1, 6.3; HF `load_tf_weights_in_realm` agre
   ICT / REALM `embedder` module           <m>bert/... (the nested BERT hub module, <m> =
                                           "module/"), and beside the nested module:
                                           dense/kernel [H, D], dense/bias [D] (tf.layers.dense)
-                                          layer_normalization/gamma|beta [D] (Keras, eps 1e-3)
-                                          or LayerNorm/gamma|beta (HF's map; eps 1e-12)
+                                          layer_normalization/gamma|beta [D] (ICT: Keras,
+                                          eps 1e-3) or LayerNorm/gamma|beta (REALM, in HF's
+                                          map; eps 1e-12)
   ORQA model checkpoint (model.ckpt-N)    retriever: module/ + the embedder module's names
+                                          (ORQA from ICT: module/module/bert/...,
+                                          module/dense/..., module/layer_normalization/...;
+                                          from REALM, as HF maps it: module/module/module/
+                                          {dense,LayerNorm}/... with the BERT module at
+                                          module/module/module/module/{bert,cls}/...)
                                           reader (variable scope `reader`):
                                           reader/module/bert/..., reader/module/cls/...,
                                           reader/dense/kernel [H, 2S], reader/dense/bias,
                                           reader/layer_normalization/gamma|beta [S],
                                           reader/dense_1/kernel [S, 1], reader/dense_1/bias
+                                          (HF: qa_outputs.dense_intermediate,
+                                          .layer_normalization, .dense_output)
   block index                             block_emb [K, D] in <module>/encoded/encoded.ckpt
 
 Each BERT is found by its `<scope>bert/embeddings/word_embeddings`; its projection or span

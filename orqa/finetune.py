@@ -15,16 +15,33 @@ r"""ORQA fine-tuning for open-domain QA (spec 6.3, flags 7.8): `python -m orqa.f
   `--reader_preset` and `--reader_vocab_path`.
 * `--block_records_path`: the retrieval corpus the index was built from (block i = record
   i; `title` and `body`), or a passages jsonl in the same order.
+* `--init_span_scorer`: the span MLP to start from, e.g. the `bert/span_scorer.npz` that
+  `export.convert` writes for a fine-tuned ORQA / REALM-ORQA reader (default: random init).
+  It sets `--span_hidden_size` (a different explicit value is an error naming the file and
+  both shapes) and is used only on a fresh start (a checkpoint in model_dir wins).
 * QA files: jsonl `{"question", "answer": [...]}`.
 
 Every `--save_checkpoints_steps` steps (and at the end): a checkpoint in
 `model_dir/checkpoints/`, an evaluation on `--dev_path` (exact_match, official_exact_match,
 reader_oracle, top_k_match; TensorBoard `logs/eval` and `eval_results.jsonl`), and, when
-exact_match improves, the best export `model_dir/export/best_default/` (`checkpoint/` with a copy of the checkpoint,
-`best_metric.txt` = "<step> <value>", `all_metrics.txt`) that `orqa.predict` restores.
+exact_match improves, the best export `model_dir/export/best_default/` (`checkpoint/`
+with a copy of the checkpoint, `best_metric.txt` = "<step> <value>", `all_metrics.txt`)
+that `orqa.predict` restores.
 Training resumes from the newest checkpoint. `--refresh_index_every_steps=N` re-embeds the
 blocks with the current question tower every N steps (used as the document tower; no
 public ORQA/REALM code does this).
+
+`--num_train_steps=0` trains nothing: it writes `params.json` and checkpoint 0 of the
+initial model (evaluated, and exported as the best, with `--dev_path`; `--train_path` is
+not needed), so a converted fine-tuned model serves as it is (docs/CHECKPOINTS.md, recipe 3):
+
+  python -m orqa.finetune --model_dir=orqa_nq --num_train_steps=0 \
+      --retriever_module_path=converted/tf_hub/embedder \
+      --reader_module_path=converted/tf_hub/bert \
+      --init_span_scorer=converted/bert/span_scorer.npz --include_titles=false \
+      --block_records_path=blocks.jsonl [--dev_path=NQ.resplit.dev.jsonl]
+  python -m orqa.predict --model_dir=orqa_nq ...
+  python -m export.serving --finetuned_model=orqa_nq ...
 """
 
 import dataclasses
@@ -42,6 +59,7 @@ import tf_keras
 from orqa import finetune_lib
 from orqa import jsonl_io
 from orqa import qa_data
+from orqa import span_scorer
 from orqa import training_utils
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
@@ -49,69 +67,91 @@ from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
 
 FLAGS = flags.FLAGS
+DEFAULT_SPAN_HIDDEN_SIZE = 256  # The original's span_hidden_size (spec 7.8).
 
 
-def define_flags():
-  """The original's flags (spec 7.8) plus batching, reader sources, eval and refresh."""
-  flags.DEFINE_string("model_dir", None, "Checkpoints, logs, params.json and exports.")
+def define_flags(flag_values: flags.FlagValues = FLAGS):
+  """The original's flags (spec 7.8) plus batching, reader sources, eval and refresh.
+
+  Args:
+    flag_values: where to define them (tests parse their own `flags.FlagValues`).
+  """
+  fv = dict(flag_values=flag_values)
+  flags.DEFINE_string("model_dir", None, "Checkpoints, logs, params.json and exports.", **fv)
   flags.DEFINE_string("retriever_module_path", None,
-                      "Embedder module with encoded/encoded.ckpt (block_emb).")
+                      "Embedder module with encoded/encoded.ckpt (block_emb).", **fv)
   flags.DEFINE_string("reader_module_path", None,
                       "Reader BERT: a module (export/.../bert), a HF BERT folder or a TF "
-                      "checkpoint. None: random init of --reader_preset.")
+                      "checkpoint. None: random init of --reader_preset.", **fv)
   flags.DEFINE_string("reader_preset", None,
                       "Encoder size for a TF checkpoint or random init (tiny, mini, minilm, "
-                      "base).")
+                      "base).", **fv)
   flags.DEFINE_string("reader_vocab_path", None,
-                      "Reader vocab.txt (modules and HF folders carry their own).")
+                      "Reader vocab.txt (modules and HF folders carry their own).", **fv)
   flags.DEFINE_boolean("reader_do_lower_case", True,
-                       "Uncased reader tokenization (HF folders, checkpoints, random init).")
+                       "Uncased reader tokenization (HF folders, checkpoints, random init).",
+                       **fv)
   flags.DEFINE_float("reader_dropout_rate", None,
-                     "Override of the reader BERT's dropout (not for reader modules).")
+                     "Override of the reader BERT's dropout (not for reader modules).", **fv)
+  flags.DEFINE_string("init_span_scorer", None,
+                      "Span MLP weights to start from: a converted span_scorer.npz "
+                      "(export.convert's <output>/bert/span_scorer.npz). Used only when "
+                      "model_dir has no checkpoint yet. None: random init.", **fv)
   flags.DEFINE_string("block_records_path", None,
-                      "Retrieval-corpus shards (glob or prefix) or passages jsonl.")
-  flags.DEFINE_string("train_path", None, "Training QA jsonl.")
-  flags.DEFINE_string("dev_path", None, "Dev QA jsonl for evaluation and model selection.")
-  flags.DEFINE_integer("num_eval_examples", 0, "Evaluate on the first N dev examples (0: all).")
-  flags.DEFINE_integer("retrieval_beam_size", 5000, "Blocks retrieved per question.")
-  flags.DEFINE_integer("reader_beam_size", 5, "Top retrieved blocks read.")
-  flags.DEFINE_integer("reader_seq_len", 320, "Reader input length.")
+                      "Retrieval-corpus shards (glob or prefix) or passages jsonl.", **fv)
+  flags.DEFINE_string("train_path", None,
+                      "Training QA jsonl (not needed with --num_train_steps=0).", **fv)
+  flags.DEFINE_string("dev_path", None, "Dev QA jsonl for evaluation and model selection.",
+                      **fv)
+  flags.DEFINE_integer("num_eval_examples", 0,
+                       "Evaluate on the first N dev examples (0: all).", **fv)
+  flags.DEFINE_integer("retrieval_beam_size", 5000, "Blocks retrieved per question.", **fv)
+  flags.DEFINE_integer("reader_beam_size", 5, "Top retrieved blocks read.", **fv)
+  flags.DEFINE_integer("reader_seq_len", 320, "Reader input length.", **fv)
   flags.DEFINE_integer("query_seq_len", 64,
-                       "Question length for the retriever (the original never truncated).")
-  flags.DEFINE_integer("span_hidden_size", 256, "Span MLP width.")
-  flags.DEFINE_integer("max_span_width", 10, "Longest answer span in wordpieces.")
+                       "Question length for the retriever (the original never truncated).",
+                       **fv)
+  flags.DEFINE_integer("span_hidden_size", None,
+                       "Span MLP width S. Default: that of --init_span_scorer, else 256 (the "
+                       "original's); with --init_span_scorer it must equal the file's.", **fv)
+  flags.DEFINE_integer("max_span_width", 10, "Longest answer span in wordpieces.", **fv)
   flags.DEFINE_boolean("include_titles", True,
                        "Reader input [CLS] q [SEP] title [SEP] block [SEP] (False: the "
-                       "original's [CLS] q [SEP] block [SEP]).")
+                       "original's [CLS] q [SEP] block [SEP]).", **fv)
   flags.DEFINE_enum("searcher", searchers.SCANN, list(searchers.SEARCHER_TYPES),
                     "Search over the frozen index: scann (the original; falls back to brute "
-                    "force without scann) or brute_force (exact).")
-  flags.DEFINE_float("learning_rate", 1e-5, "Peak learning rate.")
+                    "force without scann) or brute_force (exact).", **fv)
+  flags.DEFINE_float("learning_rate", 1e-5, "Peak learning rate.", **fv)
   flags.DEFINE_integer("batch_size", 1, "Global batch size (questions per step; the "
-                       "original: 1).")
-  flags.DEFINE_integer("eval_batch_size", None, "Default: --batch_size.")
-  flags.DEFINE_integer("num_train_steps", None, "Training steps.")
+                       "original: 1).", **fv)
+  flags.DEFINE_integer("eval_batch_size", None, "Default: --batch_size.", **fv)
+  flags.DEFINE_integer("num_train_steps", None,
+                       "Training steps. 0: no training; checkpoint 0 of the initial model "
+                       "(e.g. converted weights) is saved, and evaluated with --dev_path, "
+                       "for orqa.predict and export.serving.", lower_bound=0, **fv)
   flags.DEFINE_integer("num_warmup_steps", None,
-                       "Default: min(10000, max(100, num_train_steps // 10)).")
-  flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint and eval period.")
-  flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
+                       "Default: min(10000, max(100, num_train_steps // 10)).", **fv)
+  flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint and eval period.", **fv)
+  flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.", **fv)
   flags.DEFINE_boolean("eval_before_training", False,
                        "On a fresh start, save checkpoint 0 and evaluate it (the untrained "
-                       "model's metrics).")
+                       "model's metrics).", **fv)
   flags.DEFINE_integer("refresh_index_every_steps", 0,
                        "Re-embed the blocks with the current question tower every N steps "
-                       "(0: never; needs retrieval-corpus shards as --block_records_path).")
-  flags.DEFINE_integer("block_seq_len", 288, "Block input length when re-embedding.")
-  flags.DEFINE_integer("refresh_batch_size", 128, "Batch size when re-embedding.")
-  flags.DEFINE_float("log_interval_secs", 10.0, "Progress log period.")
-  flags.DEFINE_integer("seed", 0, "Seed of the initialization and the data.")
+                       "(0: never; needs retrieval-corpus shards as --block_records_path).",
+                       **fv)
+  flags.DEFINE_integer("block_seq_len", 288, "Block input length when re-embedding.", **fv)
+  flags.DEFINE_integer("refresh_batch_size", 128, "Batch size when re-embedding.", **fv)
+  flags.DEFINE_float("log_interval_secs", 10.0, "Progress log period.", **fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the initialization and the data.", **fv)
   flags.DEFINE_enum("strategy", "default", list(training_utils.STRATEGIES),
-                    "tf.distribute strategy.")
+                    "tf.distribute strategy.", **fv)
   flags.mark_flags_as_required(["model_dir", "retriever_module_path", "block_records_path",
-                                "train_path", "num_train_steps"])
+                                "num_train_steps"], **fv)
 
 
-def model_params() -> finetune_lib.ModelParams:
+def model_params(span_hidden_size: int) -> finetune_lib.ModelParams:
+  """The model of the flags; `span_hidden_size` as resolved by `span_init()`."""
   return finetune_lib.ModelParams(
       retriever_module_path=FLAGS.retriever_module_path,
       block_records_path=FLAGS.block_records_path,
@@ -122,8 +162,18 @@ def model_params() -> finetune_lib.ModelParams:
       model=dict(retrieval_beam_size=FLAGS.retrieval_beam_size,
                  reader_beam_size=FLAGS.reader_beam_size,
                  reader_seq_len=FLAGS.reader_seq_len, query_seq_len=FLAGS.query_seq_len,
-                 span_hidden_size=FLAGS.span_hidden_size,
+                 span_hidden_size=span_hidden_size,
                  max_span_width=FLAGS.max_span_width, include_titles=FLAGS.include_titles))
+
+
+def span_init():
+  """(span_scorer.npz arrays or None, span MLP width S) of --init_span_scorer and
+  --span_hidden_size (SpanWeightsError naming the file and the shapes on a mismatch)."""
+  if not FLAGS.init_span_scorer:
+    return None, FLAGS.span_hidden_size or DEFAULT_SPAN_HIDDEN_SIZE
+  arrays = span_scorer.read_weights(FLAGS.init_span_scorer,
+                                    span_hidden_size=FLAGS.span_hidden_size)
+  return arrays, int(arrays["span_logits/kernel"].shape[0])
 
 
 class BestExporter:
@@ -203,6 +253,12 @@ def refresh_index(model, strategy) -> None:
 
 
 def train(strategy: tf.distribute.Strategy):
+  """Fine-tunes per the flags (module docstring); returns the last eval metrics.
+
+  With --num_train_steps=0 nothing is trained: checkpoint 0 of the initial model is saved
+  (and evaluated, with --dev_path), a complete model_dir for orqa.predict and
+  export.serving.
+  """
   model_dir = FLAGS.model_dir
   eval_batch_size = FLAGS.eval_batch_size or FLAGS.batch_size
   for name, value in (("batch_size", FLAGS.batch_size), ("eval_batch_size", eval_batch_size)):
@@ -213,35 +269,50 @@ def train(strategy: tf.distribute.Strategy):
       (".jsonl", ".jsonl.gz")):
     raise app.UsageError("--refresh_index_every_steps needs retrieval-corpus shards as "
                          "--block_records_path.")
-  params = model_params()
+  if FLAGS.num_train_steps and not FLAGS.train_path:
+    raise app.UsageError("--train_path is required unless --num_train_steps=0.")
+  span_arrays, span_hidden_size = span_init()  # Before building: the file sets S.
+  params = model_params(span_hidden_size)
   model = finetune_lib.build_model(params, strategy)
   with strategy.scope():
-    optimizer = training_utils.create_optimizer(FLAGS.learning_rate, FLAGS.num_train_steps,
-                                                FLAGS.num_warmup_steps)
+    # --num_train_steps=0 never steps the optimizer: any schedule will do.
+    optimizer = training_utils.create_optimizer(
+        FLAGS.learning_rate, max(FLAGS.num_train_steps, 1), FLAGS.num_warmup_steps)
     optimizer.build(model.trainable_variables)
     items = dict(model=model, optimizer=optimizer)
     if FLAGS.refresh_index_every_steps:
       items["block_emb"] = model.index.block_emb  # The refreshed index is model state.
     checkpoint = tf.train.Checkpoint(**items)
   state = training_utils.CheckpointState(checkpoint, model_dir, FLAGS.keep_checkpoint_max)
-  if state.restore_latest() and FLAGS.refresh_index_every_steps:
+  resumed = state.restore_latest()
+  if resumed and FLAGS.refresh_index_every_steps:
     model.index.assign(model.index.block_emb.numpy())  # Rebuild an approximate searcher.
+  if span_arrays is not None:
+    if resumed:
+      logging.info("--init_span_scorer=%s not used: the span MLP of %s is restored.",
+                   FLAGS.init_span_scorer, resumed)
+    else:
+      span_scorer.assign_weights(model.span_scorer, span_arrays, FLAGS.init_span_scorer)
+      logging.info("Span MLP initialized from %s.", FLAGS.init_span_scorer)
   training_utils.write_params(model_dir, dict(
       model=dataclasses.asdict(params), refresh_index_every_steps=FLAGS.refresh_index_every_steps,
       learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
       num_train_steps=FLAGS.num_train_steps, train_path=FLAGS.train_path,
-      dev_path=FLAGS.dev_path, eval_batch_size=eval_batch_size))
+      dev_path=FLAGS.dev_path, eval_batch_size=eval_batch_size,
+      init_span_scorer=FLAGS.init_span_scorer))
 
-  train_examples = qa_data.load_examples(FLAGS.train_path)
   dev_examples = qa_data.load_examples(FLAGS.dev_path) if FLAGS.dev_path else []
   if FLAGS.num_eval_examples:
     dev_examples = dev_examples[:FLAGS.num_eval_examples]
   step = int(optimizer.iterations.numpy())
-  dataset = qa_data.make_dataset(train_examples, batch_size=FLAGS.batch_size, shuffle=True,
-                                 repeat=True, seed=FLAGS.seed + step, pad_answers=True,
-                                 drop_remainder=True)
-  dataset = dataset.map(lambda b: {"question": b["question"], "answers": b["answers"]})
-  iterator = iter(finetune_lib.distribute(strategy, dataset))
+  iterator = None
+  if step < FLAGS.num_train_steps:
+    train_examples = qa_data.load_examples(FLAGS.train_path)
+    dataset = qa_data.make_dataset(train_examples, batch_size=FLAGS.batch_size, shuffle=True,
+                                   repeat=True, seed=FLAGS.seed + step, pad_answers=True,
+                                   drop_remainder=True)
+    dataset = dataset.map(lambda b: {"question": b["question"], "answers": b["answers"]})
+    iterator = iter(finetune_lib.distribute(strategy, dataset))
 
   def make_steps():
     return (finetune_lib.make_train_step(model, optimizer, FLAGS.batch_size, strategy),
@@ -271,7 +342,9 @@ def train(strategy: tf.distribute.Strategy):
     exporter.maybe_export(path, step, metrics)
     return metrics
 
-  if step == 0 and FLAGS.eval_before_training:
+  # Checkpoint 0 (evaluated with dev examples): when asked, and without training, where it
+  # is the model orqa.predict and export.serving read (e.g. converted weights).
+  if step == 0 and (FLAGS.eval_before_training or FLAGS.num_train_steps == 0):
     metrics = checkpoint_and_evaluate()
   while step < FLAGS.num_train_steps:
     if FLAGS.refresh_index_every_steps and step and (

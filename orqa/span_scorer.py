@@ -13,9 +13,15 @@ checkpoint keys of converted weights (`export.convert`):
     span_projection/kernel [H, 2S], span_projection/bias [2S]
     span_layer_norm/gamma [S], span_layer_norm/beta [S]
     span_logits/kernel [S, 1], span_logits/bias [1]
+
+`read_weights` reads such a converted `span_scorer.npz` and `assign_weights` loads it into
+a built scorer (`orqa.finetune --init_span_scorer`); both name the file and the shapes
+when they do not fit.
 """
 
-from typing import Dict
+import io
+import zipfile
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +29,82 @@ import tf_keras
 
 WEIGHT_NAMES = ("span_projection/kernel", "span_projection/bias", "span_layer_norm/gamma",
                 "span_layer_norm/beta", "span_logits/kernel", "span_logits/bias")
+
+
+class SpanWeightsError(ValueError):
+  """Span scorer weights (e.g. a converted `span_scorer.npz`) that do not fit a scorer."""
+
+
+def weight_shapes(hidden_size: int, span_hidden_size: int) -> Dict[str, Tuple[int, ...]]:
+  """`WEIGHT_NAMES` -> shape for reader width H and span width S."""
+  h, s = int(hidden_size), int(span_hidden_size)
+  return {"span_projection/kernel": (h, 2 * s), "span_projection/bias": (2 * s,),
+          "span_layer_norm/gamma": (s,), "span_layer_norm/beta": (s,),
+          "span_logits/kernel": (s, 1), "span_logits/bias": (1,)}
+
+
+def check_weights(arrays: Dict[str, np.ndarray], source: str,
+                  span_hidden_size: Optional[int] = None,
+                  hidden_size: Optional[int] = None) -> Tuple[int, int]:
+  """Checks that `arrays` are one span MLP, of width S = `span_hidden_size` and reader
+  width H = `hidden_size` when given; returns their (H, S).
+
+  Raises:
+    SpanWeightsError: missing or unexpected names, or shapes that are not those of one
+      MLP or not those asked for; the message names `source` and both shapes.
+  """
+  missing = sorted(set(WEIGHT_NAMES) - set(arrays))
+  extra = sorted(set(arrays) - set(WEIGHT_NAMES))
+  if missing or extra:
+    raise SpanWeightsError(f"{source}: not span scorer weights: missing {missing}, "
+                           f"unexpected {extra} (expected {list(WEIGHT_NAMES)}).")
+  shapes = {name: tuple(int(d) for d in np.shape(arrays[name])) for name in WEIGHT_NAMES}
+  kernel, logits = shapes["span_projection/kernel"], shapes["span_logits/kernel"]
+  if len(kernel) != 2 or len(logits) != 2:
+    raise SpanWeightsError(f"{source}: span_projection/kernel {kernel} and span_logits/kernel "
+                           f"{logits} must be matrices [H, 2S] and [S, 1].")
+  # S from the output layer, H from the projection: the other shapes must follow.
+  file_h, file_s = kernel[0], logits[0]
+  want_h, want_s = hidden_size or file_h, span_hidden_size or file_s
+  expected = weight_shapes(want_h, want_s)
+  wrong = [f"{name} {shapes[name]} (expected {expected[name]})" for name in WEIGHT_NAMES
+           if shapes[name] != expected[name]]
+  if wrong:
+    asked = ", ".join(f"{k}={v}" for k, v in (("H", hidden_size), ("S", span_hidden_size))
+                      if v)
+    raise SpanWeightsError(
+        f"{source}: a span MLP for reader width H={file_h} and span_hidden_size S={file_s} "
+        f"does not fit the model's {asked}: {'; '.join(wrong)}.")
+  return file_h, file_s
+
+
+def read_weights(path: str, span_hidden_size: Optional[int] = None,
+                 hidden_size: Optional[int] = None) -> Dict[str, np.ndarray]:
+  """The `WEIGHT_NAMES` arrays of a `span_scorer.npz` (as `export.convert` writes),
+  checked with `check_weights` (SpanWeightsError naming `path`)."""
+  if not tf.io.gfile.exists(path):
+    raise SpanWeightsError(f"{path}: no such span scorer file (export.convert writes "
+                           "<output>/bert/span_scorer.npz for ORQA readers).")
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()  # np.load needs a seekable file; GFile (gs://) is not.
+  try:
+    loaded = np.load(io.BytesIO(data), allow_pickle=False)
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise SpanWeightsError(f"{path}: not a readable .npz file: {e}") from e
+  if not isinstance(loaded, np.lib.npyio.NpzFile):
+    raise SpanWeightsError(f"{path}: one array {np.shape(loaded)}, not an .npz of "
+                           f"{list(WEIGHT_NAMES)}.")
+  with loaded:
+    arrays = {name: loaded[name] for name in loaded.files}
+  check_weights(arrays, path, span_hidden_size, hidden_size)
+  return arrays
+
+
+def assign_weights(scorer: "SpanScorer", arrays: Dict[str, np.ndarray], source: str) -> None:
+  """Assigns checked `arrays` to the built `scorer` (SpanWeightsError naming `source`)."""
+  kernel = scorer.weight_dict()["span_projection/kernel"]
+  check_weights(arrays, source, scorer.span_hidden_size, int(kernel.shape[0]))
+  scorer.set_numpy_weights(arrays)
 
 
 @tf_keras.utils.register_keras_serializable(package="orqa")

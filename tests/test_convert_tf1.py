@@ -180,16 +180,24 @@ def test_realm_cc_news_modules_with_index_and_hub_export(tmp_path):
 
 
 def test_orqa_model_checkpoint_with_span_mlp(tmp_path):
-  """An ORQA model directory (model.ckpt-N): the retriever module under `module/` with
-  REALM's `LayerNorm` projection naming, the reader under `reader/` with its span MLP,
-  Adam slots and global_step; the block index comes from --block_emb."""
+  """A REALM-ORQA model directory (model.ckpt-N) under the names HF's
+  `load_tf_weights_in_realm` maps: the retriever's projection at
+  `module/module/module/{dense,LayerNorm}` and its BERT module (with an MLM head the
+  embedder does not use) at `module/module/module/module/{bert,cls}`; the reader at
+  `reader/module/{bert,cls}` with the span MLP `reader/{dense,layer_normalization,dense_1}`
+  (orqa_model.py's `tf.layers.dense` / Keras LayerNorm / `tf.layers.dense` under
+  `variable_scope("reader")`); Adam slots and global_step. The block index comes from
+  --block_emb."""
   rng = np.random.default_rng(4)
-  emb_bert, proj = random_bert(rng, with_head=False), random_projection(rng)
+  emb_bert, proj = random_bert(rng), random_projection(rng)
   reader_bert, span = random_bert(rng), random_span(rng)
-  variables = {"module/module/bert/" + k: v for k, v in emb_bert.items()}
-  variables.update({"module/dense/kernel": proj["kernel"], "module/dense/bias": proj["bias"],
-                    "module/LayerNorm/gamma": proj["gamma"],
-                    "module/LayerNorm/beta": proj["beta"]})
+  retriever = "module/module/module/"
+  variables = {retriever + "module/" + (k if k.startswith("cls/") else "bert/" + k): v
+               for k, v in emb_bert.items()}
+  variables.update({retriever + "dense/kernel": proj["kernel"],
+                    retriever + "dense/bias": proj["bias"],
+                    retriever + "LayerNorm/gamma": proj["gamma"],
+                    retriever + "LayerNorm/beta": proj["beta"]})
   variables.update({"reader/module/" + (k if k.startswith("cls/") else "bert/" + k): v
                     for k, v in reader_bert.items()})
   tf1_span = {"dense/kernel": "span_projection/kernel", "dense/bias": "span_projection/bias",
@@ -210,8 +218,16 @@ def test_orqa_model_checkpoint_with_span_mlp(tmp_path):
   assert _accounted(manifest) == set(variables)
   assert manifest["global_step"] == 1234
   assert manifest["components"]["bert"]["checkpoint"] == "bert/ckpt-1234"
-  assert manifest["components"]["bert"]["span_scorer"]["variables"][
-      "span_logits/kernel"] == "reader/dense_1/kernel"
+  assert manifest["components"]["bert"]["span_scorer"]["variables"] == {
+      "span_projection/kernel": "reader/dense/kernel",
+      "span_projection/bias": "reader/dense/bias",
+      "span_layer_norm/gamma": "reader/layer_normalization/gamma",
+      "span_layer_norm/beta": "reader/layer_normalization/beta",
+      "span_logits/kernel": "reader/dense_1/kernel", "span_logits/bias": "reader/dense_1/bias"}
+  assert manifest["components"]["embedder"]["variables"]["projection/kernel"] == (
+      "module/module/module/dense/kernel")
+  assert all("MLM head of the retriever" in manifest["ignored"][
+      f"{retriever}module/{k}"] for k in emb_bert if k.startswith("cls/"))
   models = converted.load_converted(out)
   # `LayerNorm` (not Keras' `layer_normalization`): epsilon 1e-12, as HF's RealmEmbedder.
   assert models.config.embedder_layer_norm_epsilon == 1e-12
