@@ -53,9 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import serving_text
-from orqa import block_records
 from orqa import finetune_lib
-from orqa import jsonl_io
 from orqa import modules
 from orqa import orqa_model
 from orqa import predict
@@ -322,16 +320,6 @@ def _gather_rows(ragged, index):
   return tf.gather(dense, clipped[:, None], batch_dims=1)[:, 0]
 
 
-def _load_block_texts(path: str, field: str):
-  """Block titles or bodies; a passages jsonl without `body` gives its `text`."""
-  try:
-    return block_records.load_block_texts(path, field)
-  except jsonl_io.JsonlFormatError:
-    if field != "body":
-      raise
-    return block_records.load_block_texts(path, "text")
-
-
 def build_serving_module(model_dir: str, searcher: str = searchers.BRUTE_FORCE,
                          top_k: int = 5, block_records_path: Optional[str] = None,
                          checkpoint_path: Optional[str] = None,
@@ -345,8 +333,7 @@ def build_serving_module(model_dir: str, searcher: str = searchers.BRUTE_FORCE,
   config = model_params.orqa_config()
   prefix = block_index.checkpoint_prefix(model_params.retriever_module_path)
   block_emb = block_index.read_block_emb(prefix)
-  titles = _load_block_texts(model_params.block_records_path, "title")
-  bodies = _load_block_texts(model_params.block_records_path, "body")
+  titles, bodies = finetune_lib.load_block_records(model_params.block_records_path)
   refresh = bool(params.get("refresh_index_every_steps"))
   path = predict.checkpoint_to_restore(model_dir, checkpoint_path)
   if refresh:  # The fine-tuning re-embedded the blocks: the checkpoint holds block_emb.

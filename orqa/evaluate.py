@@ -48,7 +48,8 @@ def define_flags():
                     "`def_correct_predictions`.")
   flags.DEFINE_string("blocks_path", None,
                       "Block texts for predictions that carry block ids: a passages "
-                      "jsonl(.gz) (line i = block i) or retrieval-corpus TFRecords.")
+                      "jsonl(.gz) (line i = block i), retrieval-corpus TFRecords, or the "
+                      "original raw-string blocks.tfr.")
   flags.DEFINE_string("block_text_field", "",
                       "Text field of --blocks_path (default: text for jsonl, body for "
                       "TFRecords).")

@@ -14,7 +14,8 @@ r"""ORQA fine-tuning for open-domain QA (spec 6.3, flags 7.8): `python -m orqa.f
   Face BERT folder, or a TF checkpoint (with `--reader_preset`); or random init with
   `--reader_preset` and `--reader_vocab_path`.
 * `--block_records_path`: the retrieval corpus the index was built from (block i = record
-  i; `title` and `body`), or a passages jsonl in the same order.
+  i; `title` and `body`), a passages jsonl in the same order, or the original release's
+  raw-string `blocks.tfr` (titles from the `titles.tfr` beside it).
 * `--init_span_scorer`: the span MLP to start from, e.g. the `bert/span_scorer.npz` that
   `export.convert` writes for a fine-tuned ORQA / REALM-ORQA reader (default: random init).
   It sets `--span_hidden_size` (a different explicit value is an error naming the file and
@@ -56,6 +57,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from orqa import block_records
 from orqa import finetune_lib
 from orqa import jsonl_io
 from orqa import qa_data
@@ -98,7 +100,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
                       "(export.convert's <output>/bert/span_scorer.npz). Used only when "
                       "model_dir has no checkpoint yet. None: random init.", **fv)
   flags.DEFINE_string("block_records_path", None,
-                      "Retrieval-corpus shards (glob or prefix) or passages jsonl.", **fv)
+                      "Retrieval-corpus shards (glob or prefix), passages jsonl, or the "
+                      "original raw-string blocks.tfr (+ titles.tfr beside it).", **fv)
   flags.DEFINE_string("train_path", None,
                       "Training QA jsonl (not needed with --num_train_steps=0).", **fv)
   flags.DEFINE_string("dev_path", None, "Dev QA jsonl for evaluation and model selection.",
@@ -265,8 +268,9 @@ def train(strategy: tf.distribute.Strategy):
     if value % strategy.num_replicas_in_sync:
       raise app.UsageError(f"--{name}={value} is not a multiple of the "
                            f"{strategy.num_replicas_in_sync} replicas.")
-  if FLAGS.refresh_index_every_steps and FLAGS.block_records_path.endswith(
-      (".jsonl", ".jsonl.gz")):
+  if FLAGS.refresh_index_every_steps and (
+      FLAGS.block_records_path.endswith((".jsonl", ".jsonl.gz"))
+      or block_records.is_raw_block_records(FLAGS.block_records_path)):
     raise app.UsageError("--refresh_index_every_steps needs retrieval-corpus shards as "
                          "--block_records_path.")
   if FLAGS.num_train_steps and not FLAGS.train_path:

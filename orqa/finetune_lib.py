@@ -47,8 +47,12 @@ class ModelParams:
 
 
 def load_block_records(path: str):
-  """(titles, texts) of all blocks: retrieval-corpus TFRecords (`title`, `body`) or a
-  passages jsonl(.gz) (`title`, and `text` or else `body`)."""
+  """(titles, texts) of all blocks: retrieval-corpus TFRecords (`title`, `body`), a
+  passages jsonl(.gz) (`title`, and `text` or else `body`), or the original raw-string
+  `blocks.tfr` with its sibling `titles.tfr`."""
+  if block_records.is_raw_block_records(path):
+    # One pass over each file (load_block_texts per field would read blocks.tfr twice).
+    return block_records.load_raw_block_records(path)
   titles = block_records.load_block_texts(path, "title")
   if path.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
     try:

@@ -180,6 +180,26 @@ def test_block_texts_from_tfrecord_shards(tmp_path):
     block_records.load_block_texts(str(tmp_path / "none.tfr"))
 
 
+def test_block_texts_from_original_raw_blocks_tfr(tmp_path):
+  # The original release (reference spec 1.4): raw UTF-8 strings, titles in titles.tfr.
+  titles, texts = ["Paris", "Zürich", ""], ["Paris is in France.", "Zürich liegt.", "x"]
+  for name, values in (("blocks.tfr", texts), ("titles.tfr", titles)):
+    with tf.io.TFRecordWriter(str(tmp_path / name)) as writer:
+      for value in values:
+        writer.write(value.encode("utf-8"))
+  blocks = str(tmp_path / "blocks.tfr")
+  assert block_records.is_raw_block_records(blocks)
+  assert block_records.load_raw_block_records(blocks) == (titles, texts)
+  assert block_records.load_block_texts(blocks) == texts
+  assert block_records.load_block_texts(blocks, "title") == titles
+  with tf.io.TFRecordWriter(str(tmp_path / "titles.tfr")) as writer:
+    writer.write(b"Paris")
+  with pytest.raises(ValueError, match=r"titles\.tfr holds 1 titles but .*blocks\.tfr "
+                     r"holds 3 blocks"):
+    block_records.load_raw_block_records(blocks)
+  tf.io.gfile.remove(str(tmp_path / "titles.tfr"))
+  assert block_records.load_raw_block_records(blocks) == (["", "", ""], texts)
+
 def test_evaluate_cli(tmp_path):
   refs = _write_jsonl(tmp_path / "refs.jsonl", [
       {"question": "q1", "answer": ["Paris"]}, {"question": "q2", "answer": ["Nile"]},
