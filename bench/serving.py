@@ -78,7 +78,7 @@ def main(argv):
     model_dir = os.path.join(FLAGS.work_dir, "model")
     if not os.path.exists(os.path.join(model_dir, "params.json")):
       serving_testing.make_tiny_finetuned_model(model_dir)
-  questions = [r["question"] for _, r in jsonl_io.read_jsonl(sample_data.QA_PATH)][:64]
+  questions = [r["question"] for _, r in jsonl_io.read_jsonl(sample_data.QA_TRAIN_PATH)][:64]
   report = dict(finetuned_model=model_dir, results={})
   for searcher in FLAGS.searchers:
     path = os.path.join(FLAGS.work_dir, f"serving_{searcher}")

@@ -82,7 +82,7 @@ def main(argv):
   featurizer = Featurizer(FLAGS.query_seq_len, FLAGS.candidate_seq_len,
                           FLAGS.num_candidates, FLAGS.max_masks, tokenizer)
   passages = read_jsonl(sample_data.PASSAGES_PATH)
-  qa_pairs = read_jsonl(sample_data.QA_PATH)[:FLAGS.num_examples]
+  qa_pairs = read_jsonl(sample_data.QA_TRAIN_PATH)[:FLAGS.num_examples]
   print(f"Sample corpus: {len(passages)} passages; featurizing {len(qa_pairs)} examples "
         f"(Q={FLAGS.query_seq_len}, C={FLAGS.candidate_seq_len}, N={FLAGS.num_candidates})")
 
@@ -176,7 +176,7 @@ def run_finetuning(pretrain_dir: str, finetune_dir: str, num_train_steps: int = 
              f"--retriever_module_path={encoded_export.embedder_path(encoded)}",
              f"--reader_module_path={os.path.join(encoded, 'bert')}",
              f"--block_records_path={pretrain_dir}/data/retrieval/blocks-*-of-*",
-             f"--train_path={sample_data.QA_PATH}", f"--dev_path={sample_data.QA_PATH}",
+             f"--train_path={sample_data.QA_TRAIN_PATH}", f"--dev_path={sample_data.QA_TRAIN_PATH}",
              "--batch_size=8", "--eval_batch_size=16", f"--num_train_steps={num_train_steps}",
              "--num_warmup_steps=15", f"--save_checkpoints_steps={num_train_steps}",
              "--reader_seq_len=160", "--span_hidden_size=64", "--learning_rate=5e-4",
@@ -203,7 +203,7 @@ def run_serving_stage(finetuned_model_dir: str, serving_dir: str,
     sys.exit(f"Serving export failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
   import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
   model = tf.saved_model.load(serving_dir)
-  questions = [qa["question"] for qa in read_jsonl(sample_data.QA_PATH)[:num_questions]]
+  questions = [qa["question"] for qa in read_jsonl(sample_data.QA_TRAIN_PATH)[:num_questions]]
   out = model.signatures["serving_default"](question=tf.constant(questions))
   for i, question in enumerate(questions):
     print(f"  Q: {question}\n  A: {out['answer'][i].numpy().decode()}  (from "

@@ -4,7 +4,8 @@ The embedded sample corpus ships with the vocabulary this produces
 (`realm_tf/sample_data/vocab.txt`), so the demo and tests need no download:
 
   python -m realm_tf.vocabulary --input=realm_tf/sample_data/passages.jsonl \
-      --extra_input=realm_tf/sample_data/qa.jsonl --output=realm_tf/sample_data/vocab.txt
+      --extra_input=realm_tf/sample_data/qa_train.jsonl \
+      --extra_input=realm_tf/sample_data/qa_heldout.jsonl --output=realm_tf/sample_data/vocab.txt
 """
 
 import json

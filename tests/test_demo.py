@@ -25,7 +25,7 @@ def test_demo_prints_decoded_examples():
 
 def test_sample_vocab_is_reproducible(tmp_path):
   vocab = vocabulary.learn_wordpiece_vocab(
-      vocabulary.corpus_texts(sample_data.PASSAGES_PATH, [sample_data.QA_PATH]))
+      vocabulary.corpus_texts(sample_data.PASSAGES_PATH, list(sample_data.QA_PATHS)))
   path = os.path.join(tmp_path, "vocab.txt")
   vocabulary.write_vocab(vocab, path)
   assert filecmp.cmp(path, sample_data.VOCAB_PATH, shallow=False), (

@@ -50,7 +50,7 @@ def server_url(serving_dir):
 
 @pytest.fixture(scope="module")
 def sample_question():
-  return next(r for _, r in jsonl_io.read_jsonl(sample_data.QA_PATH))["question"]
+  return next(r for _, r in jsonl_io.read_jsonl(sample_data.QA_TRAIN_PATH))["question"]
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def test_ict_encode_finetune_predict_evaluate(tmp_path):
   work = tmp_path
   vocab = sample_data.VOCAB_PATH
   qa_path = str(work / "qa.jsonl")
-  with open(sample_data.QA_PATH, encoding="utf-8") as f:
+  with open(sample_data.QA_TRAIN_PATH, encoding="utf-8") as f:
     lines = f.readlines()[:NUM_QUESTIONS]
   with open(qa_path, "w", encoding="utf-8") as f:
     f.writelines(lines)

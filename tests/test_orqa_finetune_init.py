@@ -79,7 +79,7 @@ def test_converted_span_scorer_predicts_without_training(tmp_path, tmp_path_fact
 
   # orqa.predict reads that model_dir as it is (no best export: the newest checkpoint).
   dataset = str(tmp_path / "questions.jsonl")
-  question = next(jsonl_io.read_jsonl(sample_data.QA_PATH))[1]["question"]
+  question = next(jsonl_io.read_jsonl(sample_data.QA_TRAIN_PATH))[1]["question"]
   jsonl_io.write_jsonl(dataset, [{"question": question, "id": "q0"}])
   output = str(tmp_path / "predictions.jsonl")
   assert predict.predict(model_dir, dataset, output, batch_size=1, num_retrieved=3) == 1

@@ -42,7 +42,7 @@ def serving_dir(base_dir):
 
 @pytest.fixture(scope="module")
 def questions():
-  return [r["question"] for _, r in jsonl_io.read_jsonl(sample_data.QA_PATH)][:NUM_QUESTIONS]
+  return [r["question"] for _, r in jsonl_io.read_jsonl(sample_data.QA_TRAIN_PATH)][:NUM_QUESTIONS]
 
 
 @pytest.fixture(scope="module")
