@@ -21,7 +21,7 @@ import realm_tf  # pylint: disable=unused-import
 import numpy as np
 import tensorflow as tf
 
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.corpus import build_pretrain_corpus, build_retrieval_corpus
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream

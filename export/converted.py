@@ -18,7 +18,7 @@ Layout (written under a temp name and renamed into place when complete):
                                   [, span_scorer=SpanScorer])
   <output>/bert/span_scorer.npz   ORQA's span MLP as numpy (orqa.span_scorer.WEIGHT_NAMES)
   <output>/tf_hub/embedder, tf_hub/bert    with --export_hub: the TF-Hub modules of
-                                  DESIGN.md (export.tf_hub), the embedder with
+                                  (realm_tf.tf_hub_modules), the embedder with
                                   encoded/encoded.ckpt when there is a block index
 
 The `encoder` / `masked_lm` keys are tf-models-official's, so
@@ -39,7 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from export import imported
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from export import weight_assign
 from export.imported import ImportedWeights
 from export.weight_assign import ConversionError

@@ -1,7 +1,7 @@
 """A tiny `orqa.finetune`-style model_dir on the sample corpus, for tests and benchmarks.
 
 `make_tiny_finetuned_model(model_dir)` writes what `orqa.predict` and `export.serving`
-read, without training: a tiny embedder module (`export.tf_hub.save_embedder`) with its
+read, without training: a tiny embedder module (`realm_tf.tf_hub_modules.save_embedder`) with its
 block index `encoded/encoded.ckpt` (the sample passages embedded by it), `params.json`
 (tiny reader BERT of the sample vocabulary, brute-force search) and a checkpoint of the
 randomly initialized model under `checkpoints/`. The answers are meaningless; they only
@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from orqa import finetune_lib
 from orqa import jsonl_io
 from orqa import modules

@@ -6,35 +6,21 @@ references are regular expressions, an anchored case-insensitive regex match.
 
 Retrieval answer recall@k (the share of questions with an answer in one of the top-k
 retrieved blocks) follows DPR / Pyserini: a normalized answer must occur as a contiguous
-run of whole tokens in the normalized block text ("string" match, with this module's
-normalization), or, for regex references, the pattern must be found anywhere in the block
+run of whole tokens in the normalized block text ("string" match; the normalization and
+matching live in `realm_tf.retrieval.answer_recall`, shared with pre-training), or, for regex references, the pattern must be found anywhere in the block
 (`re.search`, case-insensitive).
 """
 
-import re
-import string
-import unicodedata
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Sequence
 
 from absl import logging
 
 from orqa import jsonl_io
+from realm_tf.retrieval.answer_recall import (compile_regex, make_answer_matcher,
+                                              normalize_answer)
 
 DEFAULT_RECALL_KS = (1, 5, 20, 100)
 ANSWER_FIELDS = ("answer", "answer_and_def_correct_predictions")
-
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_REGEX_FLAGS = re.IGNORECASE | re.UNICODE | re.MULTILINE
-
-
-def normalize_answer(s: str) -> str:
-  """SQuAD-style normalization: NFD, lowercase, drop punctuation and articles, squash spaces."""
-  s = unicodedata.normalize("NFD", s)
-  s = s.lower()
-  s = "".join(ch for ch in s if ch not in _PUNCTUATION)
-  s = _ARTICLES.sub(" ", s)
-  return " ".join(s.split())
 
 
 def exact_match_score(prediction: str, ground_truth: str) -> bool:
@@ -42,19 +28,12 @@ def exact_match_score(prediction: str, ground_truth: str) -> bool:
   return normalize_answer(prediction) == normalize_answer(ground_truth)
 
 
-def _compile_regex(pattern: str) -> Optional["re.Pattern"]:
-  try:
-    return re.compile(pattern, flags=_REGEX_FLAGS)
-  except re.error:
-    return None
-
-
 def regex_match_score(prediction: str, ground_truth: str) -> bool:
   """Whether the regex `ground_truth` matches at the start of `prediction` (`re.match`).
 
   Case-insensitive, Unicode, multiline, as the original. An invalid regex gives False.
   """
-  regex = _compile_regex(ground_truth)
+  regex = compile_regex(ground_truth)
   return regex is not None and regex.match(prediction) is not None
 
 
@@ -171,47 +150,6 @@ def evaluate_predictions(references_path: str, predictions_path: str, is_regex: 
 
 # ----------------------------------------------------------------------------------------
 # Retrieval answer recall.
-
-
-def _normalized_tokens(text: str) -> List[str]:
-  return normalize_answer(text).split()
-
-
-def _contains_run(haystack: Sequence[str], needle: Sequence[str]) -> bool:
-  n = len(needle)
-  if n == 0:
-    return False
-  first = needle[0]
-  for i in range(len(haystack) - n + 1):
-    if haystack[i] == first and list(haystack[i:i + n]) == list(needle):
-      return True
-  return False
-
-
-def make_answer_matcher(answers: Sequence[str], is_regex: bool) -> Callable[[str], bool]:
-  """A function block_text -> whether some answer occurs in it.
-
-  String answers: the normalized answer's tokens occur as a contiguous run of the
-  normalized block's tokens (an answer that normalizes to nothing never matches).
-  Regex answers: `re.search` on the NFD block text, case-insensitive; invalid ones never
-  match.
-  """
-  if is_regex:
-    regexes = [r for r in map(_compile_regex, answers) if r is not None]
-
-    def match_regex(text: str) -> bool:
-      text = unicodedata.normalize("NFD", text)
-      return any(r.search(text) is not None for r in regexes)
-
-    return match_regex
-
-  needles = [t for t in map(_normalized_tokens, answers) if t]
-
-  def match_string(text: str) -> bool:
-    tokens = _normalized_tokens(text)
-    return any(_contains_run(tokens, needle) for needle in needles)
-
-  return match_string
 
 
 def answer_recall_at_k(references: Mapping[str, Sequence[str]],

@@ -36,9 +36,9 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from export import tf_hub
-from orqa import ict_dataset
-from orqa import ict_model
+from realm_tf import tf_hub_modules as tf_hub
+from realm_tf.ict import dataset as ict_dataset
+from realm_tf.ict import model as ict_model
 from orqa import modules
 from orqa import training_utils
 from realm_tf import refresh

@@ -3,7 +3,7 @@
 Sources, as the original's `bert_hub_module_path`, `retriever_module_path` and
 `reader_module_path` (hub handles there):
 
-* an exported module (a TF2 SavedModel from `export.tf_hub`): the embedder or the reader
+* an exported module (a TF2 SavedModel from `realm_tf.tf_hub_modules`): the embedder or the reader
   BERT, loaded trainable with `hub.KerasLayer`, tokenizer from its `tokenization_info`;
 * a Hugging Face BERT folder (`config.json`, `model.safetensors`, `vocab.txt`);
 * a TF1 BERT or TF2 tf-models checkpoint (with a `--*_preset` for its shape);
@@ -55,7 +55,7 @@ def load_module(path: str):
 def module_tokenizer(loaded, path: str) -> Tokenizer:
   """The tokenizer of a loaded module: its vocabulary asset and casing.
 
-  realm-tf exports (`export.tf_hub`) are read through their attributes, which also works
+  realm-tf exports (`realm_tf.tf_hub_modules`) are read through their attributes, which also works
   for a module loaded under a distribution strategy's scope (whose restored functions
   cannot run in the cross-replica context); other modules through their
   `tokenization_info` signature.
@@ -157,7 +157,7 @@ def build_reader(source: BertSource) -> Tuple[tf.Module, Tokenizer]:
   """The reader BERT: a layer {input_word_ids, input_mask, input_type_ids} [B, L] ->
   dict with `sequence_output` [B, L, H]; and its tokenizer.
 
-  An exported reader module (`export.tf_hub.save_reader`) is loaded trainable with
+  An exported reader module (`realm_tf.tf_hub_modules.save_reader`) is loaded trainable with
   `hub.KerasLayer`; otherwise a `BertEncoderV2` is built and initialized from `source`.
   """
   if is_saved_model(source.path):

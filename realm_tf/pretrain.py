@@ -33,9 +33,11 @@ from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
 from realm_tf.modeling.config import BertConfig, RealmConfig
 from realm_tf.modeling.weights import load_pretrained_realm
-from realm_tf.retrieval import corpus_reader, searchers
+from realm_tf.retrieval import answer_recall, corpus_reader, searchers
 from realm_tf.tokenization import Tokenizer
+from realm_tf.ict import training as ict_training
 from realm_tf.training import inline_refresh, initial_index, sample_setup, strategies
+from realm_tf.training import warm_start
 from realm_tf.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
@@ -58,6 +60,17 @@ def define_flags():
   flags.DEFINE_string("initial_embedder_module", None, "Embedder module with "
                       "encoded/encoded.ckpt used before the first refresh (e.g. ICT); "
                       "default: the initial model's own document tower, indexed at start.")
+  flags.DEFINE_string("eval_qa_path", None, "Open-QA jsonl ({question, answer}) whose "
+                      "zero-shot answer recall@1/5/20 against the current index is "
+                      "evaluated with the current query tower at every eval (default for "
+                      "the sample run: its held-out questions).")
+  flags.DEFINE_integer("ict_steps", None, "Steps of the in-process ICT warm start of the "
+                       "retriever on the pre-training passages before REALM (0: none; "
+                       "the sample run: the REALM paper's pipeline, ICT then REALM).")
+  flags.DEFINE_integer("ict_batch_size", None, "ICT global batch (in-batch negatives).")
+  flags.DEFINE_float("ict_learning_rate", None, "ICT peak learning rate.")
+  flags.DEFINE_float("dropout_rate", None, "Dropout of both BERTs and of the embedder "
+                     "projection (default: the presets' 0.1; the sample run: 0).")
   flags.DEFINE_string("data_service", None, "tf.data service dispatcher (grpc://host:port) "
                       "to generate examples on; see `python -m realm_tf.data_service`.")
   # Model and featurization (spec 7.2).
@@ -100,16 +113,19 @@ def define_flags():
   # The embedded default: a tiny model on the sample corpus in a few minutes on a CPU.
 # Data (spec 7.2, 7.3).
 SAMPLE_DEFAULTS = dict(bert_preset="tiny", query_seq_len=48, candidate_seq_len=128,
-                       num_candidates=4, max_masks=5, learning_rate=5e-4, batch_size=8,
-                       eval_batch_size=8, num_train_steps=300, save_checkpoints_steps=75,
-                       export_steps=75, num_eval_steps=2, eval_shards=1,
-                       num_shards_per_mips_refresh=2, retrieval_batch_size=16)
+                       num_candidates=4, max_masks=5, learning_rate=1e-3, batch_size=8,
+                       eval_batch_size=8, num_train_steps=600, save_checkpoints_steps=100,
+                       export_steps=100, num_eval_steps=8, eval_shards=1,
+                       num_shards_per_mips_refresh=2, retrieval_batch_size=16,
+                       ict_steps=300, ict_batch_size=32, ict_learning_rate=5e-4,
+                       dropout_rate=0.0)
 ORIGINAL_DEFAULTS = dict(bert_preset="base", query_seq_len=96, candidate_seq_len=288,
                          num_candidates=8, max_masks=10, learning_rate=3e-5, batch_size=16,
                          eval_batch_size=16, num_train_steps=200000,
                          save_checkpoints_steps=1000, export_steps=None, num_eval_steps=50,
                          eval_shards=5, num_shards_per_mips_refresh=4,
-                         retrieval_batch_size=64)
+                         retrieval_batch_size=64, ict_steps=0, ict_batch_size=4096,
+                         ict_learning_rate=1e-4, dropout_rate=None)
 
 
 def _flag(name, defaults):
@@ -125,10 +141,15 @@ def build_config(sample: bool, vocab_path: str) -> RealmConfig:
   """The RealmConfig from flags over the sample or the original defaults."""
   defaults = SAMPLE_DEFAULTS if sample else ORIGINAL_DEFAULTS
   vocab_size = _vocab_size(vocab_path)
-  bert = BertConfig.preset(_flag("bert_preset", defaults), vocab_size=vocab_size)
+  overrides = dict(vocab_size=vocab_size)
+  dropout = _flag("dropout_rate", defaults)
+  if dropout is not None:
+    overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+  bert = BertConfig.preset(_flag("bert_preset", defaults), **overrides)
   embedder = BertConfig.preset(FLAGS.embedder_preset or _flag("bert_preset", defaults),
-                               vocab_size=vocab_size)
-  return RealmConfig(
+                               **overrides)
+  extra = {} if dropout is None else dict(embedder_dropout_rate=dropout)
+  return RealmConfig(**extra,
       bert=bert, embedder=embedder, share_embedders=FLAGS.share_embedders,
       separate_candidate_segments=FLAGS.separate_candidate_segments,
       query_seq_len=_flag("query_seq_len", defaults),
@@ -182,6 +203,13 @@ def main(argv):
       shards_per_pass=_flag("num_shards_per_mips_refresh", defaults), **common)
   eval_stream = ExampleStream(pretrain_paths=eval_paths, batch_size=config.eval_batch_size,
                               training=False, **common)
+  zero_shot = None
+  eval_qa_path = FLAGS.eval_qa_path or (sample_data.QA_HELDOUT_PATH if sample else None)
+  if eval_qa_path:
+    questions, answers = answer_recall.load_qa_pairs(eval_qa_path)
+    zero_shot = answer_recall.ZeroShotRecall(
+        questions, answers, answer_recall.load_block_texts(retrieval_paths),
+        lambda texts: featurizer.featurize_query_tf(tokenizer.tokenize_ids(texts)))
   refresh = None
   if FLAGS.refresh == "inline":
     refresh = inline_refresh.InlineRefresh(model_dir, retrieval_glob, FLAGS.searcher)
@@ -189,13 +217,25 @@ def main(argv):
   trainer = Trainer(config, model_dir, strategy, tokenizer, train_stream, eval_stream,
                     export_steps=export_steps, num_eval_steps=config.num_eval_steps or 0,
                     log_every_steps=FLAGS.log_every_steps, jit_compile=FLAGS.jit_compile,
-                    on_log=refresh.check if refresh else None)
+                    on_log=refresh.check if refresh else None, zero_shot=zero_shot)
   if not trainer.restore():
     bert_init = FLAGS.init_hf_bert or FLAGS.init_checkpoint
     reports = load_pretrained_realm(trainer.model, bert_path=bert_init,
                                     embedder_path=FLAGS.init_embedder or bert_init)
     for name, report in reports.items():
       logging.info("Initialized %s: %s", name, report)
+    ict_steps = _flag("ict_steps", defaults)
+    if ict_steps:
+      ict_config = ict_training.IctConfig(
+          query_seq_len=config.query_seq_len, block_seq_len=config.candidate_seq_len,
+          learning_rate=_flag("ict_learning_rate", defaults), num_train_steps=ict_steps,
+          num_warmup_steps=max(1, ict_steps // 6), batch_size=_flag("ict_batch_size", defaults),
+          eval_batch_size=_flag("ict_batch_size", defaults), num_eval_steps=2,
+          eval_every_steps=max(1, ict_steps // 3), log_every_steps=max(1, ict_steps // 6),
+          seed=FLAGS.tf_random_seed)
+      warm_start.ict_warm_start(trainer.model, tokenizer, featurizer, ict_config, model_dir,
+                                train_paths, eval_paths, retrieval_paths, strategy,
+                                zero_shot)
   initial = FLAGS.initial_embedder_module or initial_index.build_initial_embedder_module(
       trainer.model, tokenizer, featurizer, retrieval_paths,
       os.path.join(model_dir, "initial_embedder"))

@@ -2,7 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from orqa import ict_dataset
+from realm_tf.ict import dataset as ict_dataset
 
 
 def _block(tokens, starts, title=(7,)):

@@ -7,8 +7,8 @@ import tensorflow as tf
 import tf_keras
 
 from orqa import build_ict_examples
-from orqa import ict_dataset
-from orqa import ict_model
+from realm_tf.ict import dataset as ict_dataset
+from realm_tf.ict import model as ict_model
 from realm_tf.featurization import BertInputs
 from tests import strategy_utils
 
@@ -109,7 +109,7 @@ def test_one_batched_train_step_on_two_replicas_equals_one_device():
   result = strategy_utils.run_with_logical_cpus("""
 import numpy as np
 import tf_keras
-from orqa import ict_model
+from realm_tf.ict import model as ict_model
 from realm_tf.featurization import BertInputs
 from realm_tf.modeling import testing_utils
 from realm_tf.modeling.embedder import ProjectedEmbedder

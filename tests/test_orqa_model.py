@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from orqa import modules
 from orqa import orqa_model
 from orqa import spans

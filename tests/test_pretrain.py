@@ -76,7 +76,8 @@ def test_pretrain_killed_and_resumed_with_inline_refresh(tmp_path):
   model_dir = str(tmp_path / "model")
   command = [sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
              "--num_train_steps=36", "--save_checkpoints_steps=6", "--export_steps=12",
-             "--num_eval_steps=2", "--log_every_steps=6", "--candidate_seq_len=96"]
+             "--num_eval_steps=2", "--log_every_steps=6", "--candidate_seq_len=96",
+             "--ict_steps=6"]
   checkpoints = os.path.join(model_dir, "checkpoints")
   first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)

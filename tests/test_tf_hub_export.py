@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import tensorflow as tf
 
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.modeling import testing_utils
 from realm_tf.modeling.realm_model import RealmModel
 from realm_tf.retrieval import export_dirs

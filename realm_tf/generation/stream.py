@@ -102,6 +102,11 @@ class ExampleStream:
     self.current: Optional[Generation] = None
     self._dataset: Optional[tf.data.Dataset] = None
 
+  def index(self) -> Generation:
+    """The index examples are being retrieved from: that of the current pass, or the
+    newest one before the first pass."""
+    return self.current or latest_generation(self.model_dir, self.initial_embedder)
+
   def dataset(self) -> tf.data.Dataset:
     """The dataset of global batches for the next pass (finite)."""
     self.passes += 1

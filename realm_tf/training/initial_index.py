@@ -10,7 +10,7 @@ from typing import Sequence
 
 from absl import logging
 
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.featurization import Featurizer
 from realm_tf.retrieval import block_index, corpus_embedding, export_dirs
 from realm_tf.tokenization import Tokenizer

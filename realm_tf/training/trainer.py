@@ -3,9 +3,12 @@
 Replaces the original's Estimator `train_and_evaluate` (spec 4.7, 4.8) with:
 * a `tf.train.CheckpointManager` (model + optimizer, slots included) that a killed run
   resumes from at the same step;
-* periodic evaluation on the eval split: loss, `retrieval_utility`, MLM accuracy of the
-  marginal prediction and `off_policy_delay_mins`, token-weighted over `num_eval_steps`
-  batches;
+* periodic evaluation on the eval split, token-weighted over `num_eval_steps` batches:
+  loss and MLM accuracy of the marginal prediction and of the null document alone (what
+  the reader knows without retrieval), `retrieval_utility` (their log-likelihood
+  difference) and `off_policy_delay_mins`; with QA questions, the zero-shot answer
+  recall@k of the current index for them (the REALM paper's Table 2 metric); each
+  evaluation is also appended to `eval_results.jsonl`;
 * exports every `export_steps`: `export/tf_hub/<ts>` (the refresh job's input) and, when
   `retrieval_utility` improves, `export/tf_hub_best/<ts>` with the best value kept on disk
   so it survives restarts (the original kept it in memory);
@@ -20,19 +23,21 @@ from typing import Callable, Dict, Optional
 from absl import logging
 import tensorflow as tf
 
-from export import tf_hub
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.generation.stream import ExampleStream
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.optimizer import create_optimizer
 from realm_tf.modeling.realm_model import RealmModel
 from realm_tf.modeling.training import make_train_step
+from realm_tf.retrieval import answer_recall
 from realm_tf.retrieval import export_dirs
 from realm_tf.tokenization import Tokenizer
+from realm_tf.training import eval_results
 from realm_tf.training import strategies
 
 BEST_METRIC_FILE = "best_metric.json"
 BEST_METRIC = "retrieval_utility"
-EVAL_SUMS = ("nll", "utility", "correct", "masks", "delay", "examples")
+EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "delay", "examples")
 
 
 def read_best_metric(model_dir: str) -> Optional[float]:
@@ -65,13 +70,15 @@ class Trainer:
     log_every_steps: progress and TensorBoard cadence.
     jit_compile: XLA-compile the forward/backward pass.
     on_log: called at every log step (e.g. to supervise the refresh job).
+    zero_shot: questions whose zero-shot answer recall is evaluated (None: none).
   """
 
   def __init__(self, config: RealmConfig, model_dir: str, strategy: tf.distribute.Strategy,
                tokenizer: Tokenizer, train_stream: ExampleStream,
                eval_stream: Optional[ExampleStream], export_steps: int,
                num_eval_steps: int, log_every_steps: int = 10, jit_compile: bool = False,
-               on_log: Optional[Callable[[], None]] = None):
+               on_log: Optional[Callable[[], None]] = None,
+               zero_shot: Optional[answer_recall.ZeroShotRecall] = None):
     self.config = config
     self.model_dir = model_dir
     self.strategy = strategy
@@ -82,6 +89,7 @@ class Trainer:
     self.num_eval_steps = num_eval_steps
     self.log_every_steps = log_every_steps
     self.on_log = on_log
+    self.zero_shot = zero_shot
     self.chief = strategies.is_chief(strategy)
     with strategy.scope():
       self.model = RealmModel(config).build_variables()
@@ -123,13 +131,18 @@ class Trainer:
       # The marginal prediction sum_z p(z|x) p(y|z,x) over the vocabulary.
       probs = tf.einsum("bn,bnmv->bmv", tf.exp(out["candidate_log_probs"]),
                         tf.nn.softmax(out["mlm_logits"], axis=-1))  # [B, M, V]
-      hits = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32),
-                              tf.cast(features["mlm_targets"], tf.int32)), tf.float32)
+      targets = tf.cast(features["mlm_targets"], tf.int32)  # [B, M]
+      hits = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), targets),
+                     tf.float32)
+      # The reader's prediction from the null document alone: what it knows without
+      # retrieval (the difference to the marginal is what retrieval buys).
+      null_hits = tf.cast(tf.equal(tf.argmax(out["mlm_logits"][:, 0], -1,
+                                             output_type=tf.int32), targets), tf.float32)
       timestamps = tf.cast(features["export_timestamp"], tf.float64)  # [B]
       delays = (tf.timestamp() - timestamps) / 60.0 * tf.cast(timestamps > 0, tf.float64)
-      sums = dict(nll=-tf.reduce_sum(marginal * mask),
-                  utility=tf.reduce_sum((marginal - null) * mask),
-                  correct=tf.reduce_sum(hits * mask), masks=tf.reduce_sum(mask),
+      sums = dict(nll=-tf.reduce_sum(marginal * mask), null_nll=-tf.reduce_sum(null * mask),
+                  correct=tf.reduce_sum(hits * mask),
+                  null_correct=tf.reduce_sum(null_hits * mask), masks=tf.reduce_sum(mask),
                   delay=tf.reduce_sum(delays),
                   examples=tf.cast(tf.shape(mask)[0], tf.float64))
       return {k: tf.cast(v, tf.float64) for k, v in sums.items()}
@@ -143,26 +156,49 @@ class Trainer:
     return eval_step
 
   def evaluate(self) -> Dict[str, float]:
-    """Metrics over `num_eval_steps` batches of the (deterministic) eval stream."""
+    """Metrics over `num_eval_steps` batches of the (deterministic) eval stream, and the
+    zero-shot answer recall of `zero_shot`'s questions against the current index."""
     totals = dict.fromkeys(EVAL_SUMS, 0.0)
     dataset = self.eval_stream.dataset().take(self.num_eval_steps)
     for batch in self.strategy.experimental_distribute_dataset(dataset):
       for key, value in self.eval_step(batch).items():
         totals[key] += float(value)
     masks = max(totals["masks"], 1.0)
-    metrics = dict(loss=totals["nll"] / masks, retrieval_utility=totals["utility"] / masks,
+    metrics = dict(loss=totals["nll"] / masks, null_loss=totals["null_nll"] / masks,
+                   retrieval_utility=(totals["null_nll"] - totals["nll"]) / masks,
                    mlm_accuracy=totals["correct"] / masks,
+                   null_mlm_accuracy=totals["null_correct"] / masks,
                    off_policy_delay_mins=totals["delay"] / max(totals["examples"], 1.0),
                    eval_examples=totals["examples"])
+    if self.zero_shot is not None:
+      metrics.update(self.zero_shot_recall())
     with self.eval_writer.as_default(step=self.step):
       for key, value in metrics.items():
         tf.summary.scalar(key, value)
+    self.eval_writer.flush()
+    if self.chief:
+      eval_results.append(self.model_dir, self.step, metrics)
     logging.info("eval at step %d: %s", self.step,
                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    print(f"[eval] step {self.step}: loss {metrics['loss']:.4f}  retrieval_utility "
-          f"{metrics['retrieval_utility']:.4f}  mlm_accuracy {metrics['mlm_accuracy']:.4f}  "
-          f"off_policy_delay_mins {metrics['off_policy_delay_mins']:.2f}", flush=True)
+    recall = "".join(f"  zero-shot {k} {v:.3f}" for k, v in metrics.items()
+                     if k.startswith("recall@"))
+    print(f"[eval] step {self.step}: loss {metrics['loss']:.4f} (null document "
+          f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
+          f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
+          f"{metrics['null_mlm_accuracy']:.4f})  off_policy_delay_mins "
+          f"{metrics['off_policy_delay_mins']:.2f}{recall}", flush=True)
     return metrics
+
+  def zero_shot_recall(self) -> Dict[str, float]:
+    """Answer recall@k of the QA questions, embedded by the query tower as it is now,
+    against the index the training examples are currently retrieved from (the REALM
+    paper's zero-shot retrieval metric)."""
+    index = self.train_stream.index()
+    block_emb = tf.train.load_checkpoint(index.block_emb_path).get_tensor("block_emb")
+    recall = self.zero_shot(lambda inputs: self.model.embed_queries(inputs, training=False),
+                            block_emb)
+    recall["index_timestamp"] = index.export_timestamp
+    return recall
 
   # --------------------------------------------------------------------------- exports
 
@@ -211,6 +247,8 @@ class Trainer:
   def train(self) -> None:
     """Trains to `config.num_train_steps`, exporting and evaluating on the way."""
     num_steps = self.config.num_train_steps
+    if self.step == 0 and self.eval_stream is not None and self.num_eval_steps:
+      self.evaluate()  # the starting point (e.g. the ICT warm start) of the learning curve
     iterator, empty_passes = None, 0
     window_start, window_steps = time.time(), 0
     while self.step < num_steps:

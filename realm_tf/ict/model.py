@@ -1,4 +1,5 @@
-"""The Inverse Cloze Task model (spec 6.1): one tower, in-batch negatives across replicas.
+"""The Inverse Cloze Task model (language/orqa/models/ict_model.py): one tower, in-batch
+negatives across replicas.
 
 The same `ProjectedEmbedder` embeds the pseudo-queries `[CLS] q [SEP]` (segment ids 0) and
 the blocks `[CLS] title [SEP] block [SEP]`. Each query is scored against every block of
@@ -47,7 +48,7 @@ def ict_outputs(embedder, features: Dict[str, object], training: bool) -> Dict[s
 
   Args:
     embedder: the shared tower, (token_ids, mask, segment_ids) [b, L] -> [b, D].
-    features: `orqa.ict_dataset` batch: query_inputs [b, Q], block_inputs [b, B]
+    features: `realm_tf.ict.dataset` batch: query_inputs [b, Q], block_inputs [b, B]
       (BertInputs), mask_query bool [b].
     training: dropout on.
 

@@ -1,6 +1,7 @@
-"""The Inverse Cloze Task dataset (spec 6.1): a sentence as a pseudo-query for its block.
+"""The Inverse Cloze Task dataset (language/orqa/datasets/ict_dataset.py): a sentence as a
+pseudo-query for its block.
 
-Input records are ORQA block examples (spec 1.4): `title_ids`, `token_ids` (the block's
+Input records are ORQA block examples (`realm_tf.ict.examples`): `title_ids`, `token_ids` (the block's
 wordpieces) and `sentence_starts` (token offset of each sentence). Per block: pick a
 sentence uniformly at random as the query; with probability `mask_rate` (0.9) remove it
 from the block (`mask_query`), otherwise leave the block whole so the model also learns
