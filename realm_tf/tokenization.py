@@ -6,20 +6,34 @@ normalization (reference spec 2.2). Here BERT's rules are composed from tensorfl
 so that one tokenizer runs eagerly, inside `tf.data` and inside a SavedModel, and reports
 the exact byte span in the *original* string of every wordpiece, `[UNK]` included:
 
-1. basic tokenization: split on whitespace (space, tab, newline, carriage return,
-   Unicode Zs), and split off every punctuation character (ASCII symbols and Unicode P*)
-   and every CJK ideograph as a token of its own;
+1. basic tokenization: split on whitespace (tab, newline, carriage return and Unicode
+   Z*: Zs spaces, U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR), and split off every
+   punctuation character (ASCII symbols and Unicode P*) and every CJK ideograph as a
+   token of its own;
 2. normalization of each word, character by character (so offsets can be mapped back):
    control and format characters are removed and, when uncased, the word is lowercased,
    NFD-decomposed and stripped of combining marks (Mn);
 3. greedy longest-match-first wordpiece (`##` continuations) with `FastWordpieceTokenizer`;
-   words of more than 100 characters, or with no wordpiece cover, become `[UNK]`.
+   words of more than `MAX_CHARS_PER_WORD` (200) normalized characters, or with no
+   wordpiece cover, become `[UNK]`.
+
+The split points are exactly those of BERT's `BasicTokenizer` (bert-tensorflow's
+`tokenization.py`): `_clean_text` first removes NUL, U+FFFD and every Cc/Cf character
+except tab, newline and carriage return, and maps those three and Zs to a space; then
+`str.split()` splits on what Python calls whitespace. Of Python's whitespace, the C0/C1
+separators (U+000B, U+000C, U+001C-U+001F, U+0085) are Cc and so are removed, joining their
+neighbours (`a`, U+001C, `b` is one word `ab`); Zl and Zp survive the cleaning and split.
 
 tensorflow_text's own `FastBertTokenizer` was not used: it case-folds with NFKC
 (`ß`->`ss`, `²`->`2`, final `ς`->`σ`, `…`->`...`) and so disagrees with BERT on about 3.5%
-of Wikipedia passages. Known residual differences from Python's `str.lower`/`unicodedata`:
-ICU's Unicode tables differ for a few dozen recently added characters, and the
-context-dependent final sigma is lowercased as `σ`.
+of Wikipedia passages. Known residual differences from BERT under Python 3.11 (tested
+against `official.nlp.tools.tokenization.FullTokenizer` on every Unicode category):
+characters unassigned in Python's Unicode tables (14.0) but assigned by RE2's newer ones
+as punctuation, combining or format characters; characters that ICU and Python lowercase
+differently (about forty capitals added in Unicode 14, e.g. Vithkuqi); and a capital
+sigma before case-ignorable punctuation and a letter (`ΑΣ.Β`): BERT lowercases the
+whitespace-separated word (`ασ.β`), realm-tf each word left after splitting off
+punctuation (`ας`, `.`, `β`). Both write a word-final sigma as `ς`.
 """
 
 import collections
@@ -34,16 +48,23 @@ Token.__doc__ = """A wordpiece: its vocab string, UTF-8 byte offsets [start, sto
 original text (-1 when not computed) and its vocab id."""
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_CHARS_PER_WORD = 100
+# Words of more normalized characters become one [UNK]: bert-tensorflow's `FullTokenizer`
+# (what the original REALM and ORQA ran) builds its `WordpieceTokenizer` with
+# `max_input_chars_per_word=200` (Hugging Face's BertTokenizer uses 100).
+MAX_CHARS_PER_WORD = 200
 
-_WHITESPACE = r"[ \t\n\r\p{Zs}]+"
+# BERT's whitespace after `_clean_text`: tab, newline, carriage return (mapped to spaces)
+# and Unicode Z* (Zs spaces, Zl U+2028, Zp U+2029: `str.split()` splits on all of them).
+_WHITESPACE = r"[\t\n\r\p{Z}]+"
 _PUNCTUATION = r"[!-/:-@\[-`{-~\p{P}]"
 # BERT's _is_chinese_char ranges.
 _CJK = (r"[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
         r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]")
-# Uncased, BERT strips accents before splitting off punctuation, and these three
-# symbols decompose (NFD) into "=", "<", ">" plus a combining mark.
-_NFD_PUNCTUATION = r"[\x{2260}\x{226E}\x{226F}]"
+# Uncased, BERT strips accents before splitting off punctuation. These are the only
+# non-punctuation characters whose normalization holds punctuation: U+2260, U+226E and
+# U+226F decompose (NFD) into "=", "<", ">" plus a combining mark, and U+1FEF GREEK VARIA
+# into "`".
+_NFD_PUNCTUATION = r"[\x{2260}\x{226E}\x{226F}\x{1FEF}]"
 # Words of printable ASCII normalize without changing byte offsets.
 _PLAIN_ASCII_WORD = r"[\x21-\x7E]*"
 # BERT's _clean_text drops NUL, U+FFFD and control/format characters (not \t \n \r,
@@ -180,6 +201,16 @@ class Tokenizer(tf.Module):
     too_long = tf.strings.length(normalized, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
     ids, starts, limits = self._wordpiece.tokenize_with_offsets(
         tf.where(too_long, "[UNK]", normalized))  # [num_words, (pieces)]
+    piece_rows = ids.value_rowids()  # word of each piece
+    # An over-long word is one [UNK] covering its whole normalized form, which is mapped
+    # back like any other piece (so, as every [UNK], it spans the characters from the
+    # first to the last one that normalization keeps).
+    piece_too_long = tf.gather(too_long, piece_rows)
+    normalized_bytes = tf.cast(tf.strings.length(normalized, unit="BYTE"), tf.int64)
+    starts = starts.with_flat_values(
+        tf.where(piece_too_long, tf.zeros_like(starts.flat_values), starts.flat_values))
+    limits = limits.with_flat_values(
+        tf.where(piece_too_long, tf.gather(normalized_bytes, piece_rows), limits.flat_values))
 
     # Offsets into the original words: identical for plain ASCII words; mapped through
     # the characters' normalizations for the others.
@@ -188,19 +219,12 @@ class Tokenizer(tf.Module):
     mapped_starts, mapped_limits = self._source_offsets(
         tf.gather(flat_words, mapped_rows), tf.gather(starts, mapped_rows),
         tf.gather(limits, mapped_rows))
-    piece_rows = ids.value_rowids()  # word of each piece
     piece_mapped = tf.gather(mapped, piece_rows)
     positions = tf.where(piece_mapped)
     starts = tf.tensor_scatter_nd_update(starts.flat_values, positions,
                                          mapped_starts.flat_values)
     limits = tf.tensor_scatter_nd_update(limits.flat_values, positions,
                                          mapped_limits.flat_values)
-    # Over-long words are one [UNK] covering the whole word.
-    word_bytes = tf.strings.length(flat_words, unit="BYTE")
-    piece_too_long = tf.gather(too_long, piece_rows)
-    starts = tf.where(piece_too_long, tf.zeros_like(starts), starts)
-    limits = tf.where(piece_too_long, tf.cast(tf.gather(word_bytes, piece_rows), tf.int64),
-                      limits)
 
     word_offsets = tf.gather(word_starts.flat_values, piece_rows)
     pieces = ids.with_flat_values

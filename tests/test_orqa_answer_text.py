@@ -60,6 +60,15 @@ def test_wordpieces_equal_the_tokenizer_and_map_back_on_the_sample_corpus():
       assert joined == normalized, (token, mine)
 
 
+def test_unicode_line_and_paragraph_separators_split(tiny_tokenizer):
+  mapping = answer_text.tokenize_with_original_mapping(
+      ["The\u2028Eiffel\u2029Tower"], tiny_tokenizer)
+  assert _strings(mapping.orig_tokens[0]) == ["The", "Eiffel", "Tower"]
+  assert tiny_tokenizer.convert_ids_to_tokens(mapping.wordpiece_ids[0].numpy()) == [
+      "the", "eiffel", "tower"]
+  assert mapping.token_map[0].numpy().tolist() == [0, 1, 2]
+
+
 def test_cased_tokenizer_keeps_the_text(tiny_vocab_path):
   cased = Tokenizer(tiny_vocab_path, do_lower_case=False)
   mapping = answer_text.tokenize_with_original_mapping(["Paris\x07is"], cased)

@@ -174,7 +174,8 @@ def test_export_is_atomic_and_refuses_to_overwrite(serving_dir, base_dir):
 def test_in_graph_final_text_equals_get_final_text():
   tokenizer = Tokenizer(sample_data.VOCAB_PATH, do_lower_case=True)
   texts = [r["text"] for _, r in jsonl_io.read_jsonl(sample_data.PASSAGES_PATH)][:40]
-  texts += ["Café ≠ naïve Ünïcode … résumé 1889. U.S.A. x\u200by ß straße", ""]
+  texts += ["Café ≠ naïve Ünïcode … résumé 1889. U.S.A. x\u200by ß straße", "",
+            "Line\u2028separator, Paragraph\u2029separator\u1fefvaria"]
   mapping = answer_text.tokenize_with_original_mapping(texts, tokenizer)
   rng = np.random.default_rng(0)
   preds, spans, expected = [], [], []
@@ -208,10 +209,13 @@ def test_in_graph_final_text_equals_get_final_text():
 
 def test_token_byte_offsets_match_original_tokens():
   tokenizer = Tokenizer(sample_data.VOCAB_PATH, do_lower_case=True)
-  texts = ["Café ≠ naïve\u200b Ünïcode … 1889. U.S.A.\x00x", "plain text, here."]
+  texts = ["Café ≠ naïve\u200b Ünïcode … 1889. U.S.A.\x00x", "plain text, here.",
+           "line\u2028sep\u2029para x\x1cy \u1fefz"]
   mapping = answer_text.tokenize_with_original_mapping(texts, tokenizer)
   starts, limits = serving_text.token_byte_offsets(tf.constant(texts), tokenizer)
   for i, text in enumerate(texts):
     raw = text.encode()
     tokens = [raw[s:e] for s, e in zip(starts[i].numpy(), limits[i].numpy())]
     assert tokens == mapping.orig_tokens[i].numpy().tolist()
+  assert [t.decode() for t in mapping.orig_tokens[2].numpy()] == [
+      "line", "sep", "para", "x", "y", "\u1fef", "z"]

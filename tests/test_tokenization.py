@@ -92,9 +92,12 @@ def test_cased_tokenizer_keeps_case(tiny_vocab_path):
 
 
 def test_overlong_word_is_unk(tiny_tokenizer):
-  tokens = tiny_tokenizer.tokenize("the " + "s" * 101)
+  tokens = tiny_tokenizer.tokenize("the " + "s" * 201)
   assert [t.id for t in tokens] == [5, 1]
-  assert (tokens[1].start, tokens[1].stop) == (4, 105)
+  assert (tokens[1].start, tokens[1].stop) == (4, 205)
+  # The [UNK] spans the characters that normalization keeps, as every [UNK] does.
+  tokens = tiny_tokenizer.tokenize("the \u200b" + "é" * 201 + "\u0301 x")
+  assert (tokens[1].start, tokens[1].stop) == (7, 7 + 2 * 201)
 
 
 def test_tokenize_without_boundaries(tiny_tokenizer):
