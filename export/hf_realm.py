@@ -233,9 +233,17 @@ def detect_realm_class(config: dict, names: List[str], folder: str) -> str:
   return found
 
 
-def realm_bert_config(config: dict) -> BertConfig:
-  """The BERT part of a HF `RealmConfig` dict."""
-  return BertConfig.from_hf_dict(dict(config, model_type="bert"))
+def realm_bert_config(config: dict, folder: str = "config.json") -> BertConfig:
+  """The BERT part of a HF `RealmConfig` dict (ConversionError naming `folder` when
+  realm-tf's encoder cannot compute it, e.g. a LayerNorm epsilon other than 1e-12)."""
+  return _bert_config(dict(config, model_type="bert"), folder)
+
+
+def _bert_config(config: dict, folder: str) -> BertConfig:
+  try:
+    return BertConfig.from_hf_dict(config)
+  except ValueError as e:
+    raise ConversionError(f"{os.path.join(folder, hf_bert.CONFIG_FILE)}: {e}") from e
 
 
 def _same(a: Dict[str, SourceTensor], b: Dict[str, SourceTensor]) -> bool:
@@ -250,7 +258,7 @@ def read_hf_realm(folder: str) -> ImportedWeights:
                           "'realm' (use --from=hf_bert for BERT).")
   state = _State(read_state(folder), folder)
   realm_class = detect_realm_class(config, list(state.tensors), folder)
-  bert_config = realm_bert_config(config)
+  bert_config = realm_bert_config(config, folder)
   result = ImportedWeights(source_format="hf_realm", input_path=folder)
   result.notes.append(f"Hugging Face class: {realm_class}.")
   result.projection_layer_norm_epsilon = float(config.get("layer_norm_eps", 1e-12))
@@ -294,7 +302,7 @@ def read_hf_bert(folder: str) -> ImportedWeights:
   config = read_config_dict(folder)
   if config.get("model_type") == "realm":
     raise ConversionError(f"{folder} is a REALM folder: use --from=hf_realm.")
-  bert_config = BertConfig.from_hf_dict(config)
+  bert_config = _bert_config(config, folder)
   state = _State(read_state(folder), folder)
   prefix = "bert." if any(n.startswith("bert.") for n in state.tensors) else ""
   tensors = {}

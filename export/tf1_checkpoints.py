@@ -56,6 +56,7 @@ import tensorflow as tf
 from export import imported
 from export.imported import BertPart, ImportedWeights
 from export.weight_assign import ConversionError, SourceTensor
+from realm_tf.modeling import architecture
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import BertConfig
 from realm_tf.retrieval import block_index
@@ -66,9 +67,9 @@ _BOOKKEEPING = ("global_step", "beta1_power", "beta2_power")
 _BERT_ROOT = re.compile(r"^(.*?)bert/embeddings/word_embeddings$")
 BERT_CONFIG_FILE = "bert_config.json"
 _HUB_VARIABLES = os.path.join("variables", "variables")
-# The tanh-approximate GELU is what TF1 BERT's `gelu` computes.
-TF1_ACTIVATIONS = {"gelu": "gelu_approximate", "relu": "relu", "tanh": "tanh",
-                   "swish": "swish"}
+# The fields of a BERT config that its variables' shapes show.
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+                 "max_position_embeddings", "type_vocab_size")
 
 
 def _exists(prefix: str) -> bool:
@@ -138,13 +139,22 @@ def read_bert_config_file(path: str) -> BertConfig:
   """A Google `bert_config.json` (TF1 BERT: `gelu` means the tanh approximation)."""
   with tf.io.gfile.GFile(path, "r") as f:
     d = json.load(f)
-  act = d.get("hidden_act", "gelu")
-  if act not in TF1_ACTIVATIONS:
-    raise ConversionError(f"{path}: unsupported hidden_act {act!r}.")
-  fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob",
-            "max_position_embeddings", "type_vocab_size", "initializer_range")
-  return BertConfig(hidden_act=TF1_ACTIVATIONS[act], **{k: d[k] for k in fields if k in d})
+  try:
+    return architecture.bert_config_from_tf1_dict(d, path)
+  except ValueError as e:
+    raise ConversionError(f"{path}: {e}") from e
+
+
+def check_config_fits(config: BertConfig, tensors: Dict[str, SourceTensor], where: str,
+                      config_source: str):
+  """Raises ConversionError when a BERT config file disagrees with the variable shapes
+  of the BERT it describes (naming the field, both files and both values)."""
+  shapes = config_from_shapes(tensors, where, config.num_attention_heads)
+  for name in _SHAPE_FIELDS:
+    if getattr(config, name) != getattr(shapes, name):
+      raise ConversionError(
+          f"{config_source} has {name}={getattr(config, name)}, but the BERT at {where} "
+          f"has {getattr(shapes, name)} (read off its variable shapes).")
 
 
 def config_from_shapes(tensors: Dict[str, SourceTensor], where: str,
@@ -320,6 +330,13 @@ def read_realm_tf1(path: str, num_attention_heads: Optional[int] = None,
   if not embedders and not readers:
     raise ConversionError(f"{path}: no BERT (no variable ending in "
                           "bert/embeddings/word_embeddings).")
+  found = embedders[:1] + readers[:1]
+  if bert_config is not None and not any(
+      bert_config.hidden_size == t["embeddings/word_embeddings"].value.shape[1]
+      for _, t in found):
+    widths = [int(t["embeddings/word_embeddings"].value.shape[1]) for _, t in found]
+    raise ConversionError(f"--bert_config_file has hidden_size {bert_config.hidden_size}, "
+                          f"which none of the BERTs in {path} has (hidden sizes {widths}).")
   if embedders:
     where, tensors = embedders[0]
     result.embedder = BertPart(
@@ -337,10 +354,12 @@ def _config_for(tensors: Dict[str, SourceTensor], where: str,
                 num_attention_heads: Optional[int],
                 bert_config: Optional[BertConfig]) -> BertConfig:
   """The config of one BERT of a hub module: its shapes, with the head count and
-  activation of `bert_config` (a `--bert_config_file`) when that has the same width."""
+  activation of `bert_config` (a `--bert_config_file`) when that has the same width (and
+  then it must agree with every shape)."""
   if bert_config is not None:
     hidden = tensors["embeddings/word_embeddings"].value.shape[1]
     if bert_config.hidden_size == hidden:
+      check_config_fits(bert_config, tensors, where, "--bert_config_file")
       config = config_from_shapes(tensors, where, bert_config.num_attention_heads)
       return dataclasses.replace(config, hidden_act=bert_config.hidden_act)
   return config_from_shapes(tensors, where, num_attention_heads)
@@ -383,6 +402,7 @@ def read_bert_tf1(path: str, bert_config_file: Optional[str] = None,
       os.path.join(folder, BERT_CONFIG_FILE))
   if config_file:
     config = read_bert_config_file(config_file)
+    check_config_fits(config, tensors, prefix, config_file)
   else:
     config = config_from_shapes(tensors, prefix, num_attention_heads)
     result.notes.append(f"No {BERT_CONFIG_FILE} beside {prefix}: the config was read off "

@@ -84,7 +84,8 @@ def build_model(params: ModelParams, strategy: tf.distribute.Strategy,
     reader, reader_tokenizer = modules.build_reader(modules.BertSource(
         path=params.reader_module_path, preset=params.reader_preset,
         vocab_path=params.reader_vocab_path, do_lower_case=params.reader_do_lower_case,
-        dropout_rate=params.reader_dropout_rate))
+        dropout_rate=params.reader_dropout_rate, path_flag="--reader_module_path",
+        preset_flag="--reader_preset"))
     model = orqa_model.OrqaModel(tower, retriever_tokenizer, reader, reader_tokenizer, index,
                                  config, name="orqa")
     model.build_variables()

@@ -110,7 +110,11 @@ def bert_source() -> modules.BertSource:
   return modules.BertSource(path=FLAGS.init_hf_bert or FLAGS.init_checkpoint,
                             preset=FLAGS.bert_preset, vocab_path=FLAGS.vocab_path,
                             do_lower_case=FLAGS.do_lower_case,
-                            dropout_rate=FLAGS.bert_dropout_rate)
+                            dropout_rate=FLAGS.bert_dropout_rate,
+                            path_flag=("--init_hf_bert" if FLAGS.init_hf_bert
+                                       else "--init_checkpoint"),
+                            preset_flag="--bert_preset",
+                            preset_given=bool(FLAGS["bert_preset"].present))
 
 
 def export_embedder(embedder, tokenizer, model_dir: str, step: int,

@@ -6,8 +6,13 @@ Sources, as the original's `bert_hub_module_path`, `retriever_module_path` and
 * an exported module (a TF2 SavedModel from `realm_tf.tf_hub_modules`): the embedder or the reader
   BERT, loaded trainable with `hub.KerasLayer`, tokenizer from its `tokenization_info`;
 * a Hugging Face BERT folder (`config.json`, `model.safetensors`, `vocab.txt`);
-* a TF1 BERT or TF2 tf-models checkpoint (with a `--*_preset` for its shape);
+* a TF1 BERT or TF2 tf-models checkpoint, e.g. an `export.convert` output's `bert/`
+  (with a `--*_preset` for its shape when nothing beside it records the architecture);
 * nothing: a randomly initialized BERT of a preset size (`tiny`, `mini`, `minilm`, `base`).
+
+A BERT built for weights takes the architecture they record (activation, epsilons,
+sizes; `realm_tf.modeling.architecture`); a preset that contradicts it is an error
+naming the flag, the weights and both values.
 """
 
 import dataclasses
@@ -18,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 import tensorflow_hub as hub
 
+from realm_tf.modeling import architecture
 from realm_tf.modeling import encoders
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling import weights
@@ -86,12 +92,18 @@ class BertSource:
     vocab_path: vocabulary (required unless the module or HF folder has one).
     do_lower_case: uncased tokenization (HF folders and checkpoints; modules say it).
     dropout_rate: overrides the BERT's hidden and attention dropout (None: keep).
+    path_flag, preset_flag: the flags that set `path` and `preset` (for errors).
+    preset_given: False when `preset` is a flag's default: then it fills in what the
+      weights do not record but never contradicts them.
   """
   path: Optional[str] = None
   preset: Optional[str] = None
   vocab_path: Optional[str] = None
   do_lower_case: bool = True
   dropout_rate: Optional[float] = None
+  path_flag: str = "path"
+  preset_flag: str = "preset"
+  preset_given: bool = True
 
   def tokenizer(self) -> Tokenizer:
     vocab = self.vocab_path
@@ -103,13 +115,21 @@ class BertSource:
     return Tokenizer(vocab, do_lower_case=self.do_lower_case)
 
   def config(self, vocab_size: int) -> BertConfig:
-    if self.path and hf_bert.is_hf_bert_folder(self.path):
-      config = hf_bert.read_hf_config(self.path)
-    elif self.preset:
-      config = BertConfig.preset(self.preset, vocab_size=vocab_size)
-    else:
-      raise ModuleError(f"BERT source {self.path!r} needs a preset (its size).")
-    if config.vocab_size != vocab_size:
+    """The BERT config: the architecture the weights record, else the preset's.
+
+    Raises:
+      ModuleError: no preset for weights that record only their shapes, or a vocabulary
+        larger than the word embeddings.
+      architecture.ArchitectureConflictError: the preset contradicts the weights.
+    """
+    arch = architecture.read_architecture(self.path) if self.path else None
+    if not self.preset and (arch is None or arch.config is None):
+      raise ModuleError(f"BERT source {self.path!r} records no architecture: pass "
+                        f"{self.preset_flag} (its size).")
+    preset = (architecture.Setting(self.preset_flag, self.preset, self.preset_given)
+              if self.preset else None)
+    config = architecture.bert_config_for(arch, preset, vocab_size)
+    if config.vocab_size < vocab_size:
       raise ModuleError(f"The vocabulary has {vocab_size} entries but the BERT "
                         f"{self.path} has vocab_size {config.vocab_size}.")
     if self.dropout_rate is not None:

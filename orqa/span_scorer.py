@@ -16,10 +16,13 @@ checkpoint keys of converted weights (`export.convert`):
 
 `read_weights` reads such a converted `span_scorer.npz` and `assign_weights` loads it into
 a built scorer (`orqa.finetune --init_span_scorer`); both name the file and the shapes
-when they do not fit.
+when they do not fit. The LayerNorm epsilon the conversion recorded (its
+`conversion.json`) must be the scorer's as well.
 """
 
 import io
+import json
+import os
 import zipfile
 from typing import Dict, Optional, Tuple
 
@@ -27,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+# The original's span LayerNorm: Keras' LayerNormalization() default (orqa_model.py).
+LAYER_NORM_EPSILON = 1e-3
 WEIGHT_NAMES = ("span_projection/kernel", "span_projection/bias", "span_layer_norm/gamma",
                 "span_layer_norm/beta", "span_logits/kernel", "span_logits/bias")
 
@@ -78,10 +83,31 @@ def check_weights(arrays: Dict[str, np.ndarray], source: str,
   return file_h, file_s
 
 
+def recorded_layer_norm_epsilon(path: str) -> Optional[float]:
+  """The span LayerNorm epsilon `export.convert` recorded for the `span_scorer.npz` at
+  `path` (in its output's `conversion.json`), or None when the file is not in one."""
+  manifest = os.path.join(os.path.dirname(os.path.dirname(path)), "conversion.json")
+  if not tf.io.gfile.exists(manifest):
+    return None
+  with tf.io.gfile.GFile(manifest, "r") as f:
+    components = json.load(f).get("components", {})
+  entry = components.get("bert", {}).get("span_scorer") or {}
+  value = entry.get("layer_norm_epsilon")
+  return None if value is None else float(value)
+
+
 def read_weights(path: str, span_hidden_size: Optional[int] = None,
-                 hidden_size: Optional[int] = None) -> Dict[str, np.ndarray]:
+                 hidden_size: Optional[int] = None,
+                 layer_norm_epsilon: float = LAYER_NORM_EPSILON) -> Dict[str, np.ndarray]:
   """The `WEIGHT_NAMES` arrays of a `span_scorer.npz` (as `export.convert` writes),
-  checked with `check_weights` (SpanWeightsError naming `path`)."""
+  checked with `check_weights` (SpanWeightsError naming `path`), and against the epsilon
+  of the scorer they are for (`layer_norm_epsilon`) when the conversion recorded one."""
+  recorded = recorded_layer_norm_epsilon(path)
+  if recorded is not None and not np.isclose(recorded, layer_norm_epsilon, rtol=1e-6,
+                                             atol=0.0):
+    raise SpanWeightsError(f"{path}: the span MLP was converted with LayerNorm epsilon "
+                           f"{recorded} (conversion.json), the model's span scorer uses "
+                           f"{layer_norm_epsilon}.")
   if not tf.io.gfile.exists(path):
     raise SpanWeightsError(f"{path}: no such span scorer file (export.convert writes "
                            "<output>/bert/span_scorer.npz for ORQA readers).")
@@ -120,7 +146,8 @@ class SpanScorer(tf_keras.layers.Layer):
   -> float32 [R, num_spans] (leading batch axes before R are allowed).
   """
 
-  def __init__(self, span_hidden_size: int = 256, layer_norm_epsilon: float = 1e-3,
+  def __init__(self, span_hidden_size: int = 256,
+               layer_norm_epsilon: float = LAYER_NORM_EPSILON,
                initializer_range: float = 0.02, **kwargs):
     super().__init__(**kwargs)
     self.span_hidden_size = span_hidden_size

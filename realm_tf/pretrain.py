@@ -18,6 +18,7 @@ A cluster run (flags as the original's launcher, spec 7.6):
     --num_train_steps=200000 --refresh=external --data_service=grpc://dispatcher:5050
 """
 
+import dataclasses
 import json
 import os
 
@@ -31,7 +32,8 @@ import tensorflow as tf
 from realm_tf import sample_data
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
-from realm_tf.modeling.config import BertConfig, RealmConfig
+from realm_tf.modeling import architecture
+from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.weights import load_pretrained_realm
 from realm_tf.retrieval import answer_recall, corpus_reader, searchers
 from realm_tf.tokenization import Tokenizer
@@ -133,24 +135,44 @@ def _flag(name, defaults):
   return defaults[name] if value is None else value
 
 
-def _vocab_size(vocab_path: str) -> int:
-  return Tokenizer(vocab_path).vocab_size
+def _architecture_settings(defaults, vocab_path: str) -> dict:
+  """The flags that shape the model, for `architecture.realm_architecture`."""
+  setting = architecture.Setting
+  bert_preset = setting("--bert_preset", _flag("bert_preset", defaults),
+                        given=FLAGS.bert_preset is not None)
+  embedder_preset = (setting("--embedder_preset", FLAGS.embedder_preset)
+                     if FLAGS.embedder_preset else
+                     dataclasses.replace(bert_preset, given=False))
+  bert_weights = (setting("--init_hf_bert", FLAGS.init_hf_bert) if FLAGS.init_hf_bert else
+                  setting("--init_checkpoint", FLAGS.init_checkpoint))
+  embedder_weights = (setting("--init_embedder", FLAGS.init_embedder)
+                      if FLAGS.init_embedder else bert_weights)
+  return dict(vocab=setting("--vocab_path", vocab_path, given=FLAGS.vocab_path is not None),
+              do_lower_case=setting("--do_lower_case", FLAGS.do_lower_case),
+              bert_preset=bert_preset, embedder_preset=embedder_preset,
+              bert_weights=bert_weights, embedder_weights=embedder_weights,
+              initial_embedder_module=setting("--initial_embedder_module",
+                                              FLAGS.initial_embedder_module))
 
 
 def build_config(sample: bool, vocab_path: str) -> RealmConfig:
-  """The RealmConfig from flags over the sample or the original defaults."""
+  """The RealmConfig from flags over the sample or the original defaults. The model's
+  architecture is that recorded with its initial weights (--init_checkpoint,
+  --init_hf_bert, --init_embedder); a flag that contradicts it is an error."""
   defaults = SAMPLE_DEFAULTS if sample else ORIGINAL_DEFAULTS
-  vocab_size = _vocab_size(vocab_path)
-  overrides = dict(vocab_size=vocab_size)
+  arch = architecture.realm_architecture(**_architecture_settings(defaults, vocab_path))
+  for note in arch.notes:
+    logging.warning("%s", note)
+  bert, embedder = arch.bert, arch.embedder
   dropout = _flag("dropout_rate", defaults)
   if dropout is not None:
-    overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-  bert = BertConfig.preset(_flag("bert_preset", defaults), **overrides)
-  embedder = BertConfig.preset(FLAGS.embedder_preset or _flag("bert_preset", defaults),
-                               **overrides)
+    rates = dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    bert, embedder = (dataclasses.replace(c, **rates) for c in (bert, embedder))
   extra = {} if dropout is None else dict(embedder_dropout_rate=dropout)
   return RealmConfig(**extra,
-      bert=bert, embedder=embedder, share_embedders=FLAGS.share_embedders,
+      bert=bert, embedder=embedder, projection_size=arch.projection_size,
+      embedder_layer_norm_epsilon=arch.projection_layer_norm_epsilon,
+      share_embedders=FLAGS.share_embedders,
       separate_candidate_segments=FLAGS.separate_candidate_segments,
       query_seq_len=_flag("query_seq_len", defaults),
       candidate_seq_len=_flag("candidate_seq_len", defaults),

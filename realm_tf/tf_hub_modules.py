@@ -15,11 +15,16 @@ Reader module (`.../bert`):
   mlm                         original names + mlm_positions [B, M] -> {mlm_logits [B, M, V]}
   tokenization_info           as above
 
+Both modules also record their architecture (BERT config; the embedder's projection size
+and LayerNorm epsilon) in `assets.extra/realm_tf_architecture.json`, which loaders compare
+with the models they build (`realm_tf.modeling.architecture`).
+
 `export_modules` writes `export/<prefix>/<ts>/{embedder,bert[,query_embedder]}` and
 `global_step.txt` into a temporary directory and renames it into place, so readers (the
 refresh job) never see a partial export.
 """
 
+import json
 import os
 import shutil
 from typing import Optional, Sequence
@@ -28,6 +33,7 @@ import tensorflow as tf
 import tf_keras
 
 from realm_tf.featurization import bert_format
+from realm_tf.modeling import architecture
 from realm_tf.retrieval import export_dirs
 from realm_tf.tokenization import Tokenizer
 
@@ -114,6 +120,17 @@ def _trace(module: tf_keras.Model):
           for name in HUB_INPUTS})
 
 
+def _write_architecture(model: tf_keras.Model, path: str) -> None:
+  """Writes `architecture.MODULE_ARCHITECTURE_FILE` of a realm-tf model into `path`."""
+  if not hasattr(model, "encoder_config"):
+    return  # not a realm-tf model: nothing is recorded
+  record = os.path.join(path, architecture.MODULE_ARCHITECTURE_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(record))
+  with tf.io.gfile.GFile(record, "w") as f:
+    f.write(json.dumps(architecture.module_architecture_record(model), indent=2,
+                       sort_keys=True) + "\n")
+
+
 def save_embedder(embedder: tf_keras.Model, tokenizer: Tokenizer, path: str,
                   query_seq_len: int) -> None:
   """Saves the embedder module (module docstring) to `path`."""
@@ -124,6 +141,7 @@ def save_embedder(embedder: tf_keras.Model, tokenizer: Tokenizer, path: str,
       "serving_default": default, "projected": module.projected,
       "projected_text": module.projected_text,
       "tokenization_info": module.tokenization_info})
+  _write_architecture(embedder, path)
 
 
 def save_reader(reader: tf_keras.Model, tokenizer: Tokenizer, path: str) -> None:
@@ -133,6 +151,7 @@ def save_reader(reader: tf_keras.Model, tokenizer: Tokenizer, path: str) -> None
   tf.saved_model.save(module, path, signatures={
       "serving_default": _serving_default(module), "tokens": module.tokens,
       "mlm": module.mlm, "tokenization_info": module.tokenization_info})
+  _write_architecture(reader, path)
 
 
 def export_modules(model, tokenizer: Tokenizer, model_dir: str, global_step: int,

@@ -8,6 +8,8 @@
 * `optimizer`: BERT's AdamW without bias correction and its warmup/decay schedule.
 * `training`: train/eval steps under any `tf.distribute` strategy.
 * `hf_bert`, `weights`: loading Hugging Face, TF1 and TF2 BERT weights.
+* `architecture`: the architecture recorded with weights (activation, epsilons, sizes),
+  checked by every loader and used to build models for them.
 """
 
 from realm_tf.modeling.config import PRESETS, BertConfig, RealmConfig, default_num_warmup_steps

@@ -9,9 +9,11 @@ Three sources, detected by `load_bert_weights`:
 * tf-models-official TF2 checkpoints: `tf.train.Checkpoint(encoder=<BertEncoder(V2)>)`,
   optionally with `masked_lm=<MaskedLM>` (BertPretrainerV2's checkpoint items).
 
-Before assigning anything, the vocabulary size, hidden size and layer count of the
-weights are checked against the model's config; a mismatch raises `WeightsMismatchError`
-naming both values. The MLM head is loaded when the source has one; otherwise (e.g. the
+Before assigning anything, the model's config is checked against what the weights record
+(`realm_tf.modeling.architecture`: the config files beside them, or their shapes): sizes,
+head count, activation, LayerNorm epsilons, vocabulary size, and for an embedder
+projection its size and epsilon. A mismatch raises `WeightsMismatchError` naming the
+field, the weights and both values. The MLM head is loaded when the source has one; otherwise (e.g. the
 sentence-transformers MiniLM, a plain `BertModel`) it keeps its initialization and the
 returned report says so.
 """
@@ -24,14 +26,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from realm_tf.modeling import architecture
 from realm_tf.modeling import hf_bert
+from realm_tf.modeling.architecture import WeightsMismatchError
 from realm_tf.modeling.config import BertConfig
 
 _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-class WeightsMismatchError(ValueError):
-  """Pre-trained weights do not fit the model's configuration."""
 
 
 @dataclasses.dataclass
@@ -175,13 +175,12 @@ def assign_canonical(encoder, config: BertConfig, canonical: Dict[str, np.ndarra
 def load_hf_bert(encoder, config: BertConfig, folder: str, mlm_head=None) -> LoadReport:
   """Loads a Hugging Face BERT folder into `encoder` (and `mlm_head` if it has one).
 
-  The folder's own config.json must agree with `config` on vocab size, hidden size and
-  layer count (WeightsMismatchError otherwise) and on the activation (a warning).
+  The folder's own config.json must agree with `config` on every field that changes
+  what the model computes (sizes, heads, activation, epsilon, vocab size):
+  WeightsMismatchError otherwise.
   """
-  hf_config, canonical = hf_bert.load_hf_bert_folder(folder)
-  if hf_config.hidden_act != config.hidden_act:
-    logging.warning("%s uses hidden_act=%s, the model config %s.", folder,
-                    hf_config.hidden_act, config.hidden_act)
+  architecture.check_bert_config(config, architecture.read_architecture(folder))
+  _, canonical = hf_bert.load_hf_bert_folder(folder)
   report = LoadReport(source=folder, format="huggingface")
   return assign_canonical(encoder, config, canonical, folder, mlm_head, report)
 
@@ -247,12 +246,15 @@ def load_tf2_checkpoint(encoder, config: BertConfig, path: str, mlm_head=None,
 
 
 def load_bert_weights(encoder, config: BertConfig, path: str, mlm_head=None) -> LoadReport:
-  """Loads BERT weights from a HF folder, a TF1 BERT or a TF2 tf-models checkpoint."""
+  """Loads BERT weights from a HF folder, a TF1 BERT or a TF2 tf-models checkpoint
+  (e.g. an `export.convert` output's `bert/` or `embedder/`), after checking `config`
+  against what they record (`architecture.check_bert_config`)."""
   if hf_bert.is_hf_bert_folder(path):
     return load_hf_bert(encoder, config, path, mlm_head)
-  prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+  prefix = architecture.checkpoint_prefix(path)
   if prefix is None:
     raise FileNotFoundError(f"No HF BERT folder or TF checkpoint at {path}.")
+  architecture.check_bert_config(config, architecture.read_architecture(path))
   names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
   if "bert/embeddings/word_embeddings" in names:
     return load_tf1_bert_checkpoint(encoder, config, prefix, mlm_head)
@@ -285,10 +287,11 @@ def load_embedder_projection(embedder, path: str) -> bool:
   """Loads the projection and its LayerNorm of a `ProjectedEmbedder` from a TF2
   checkpoint with `projection` and `projection_layer_norm` items (the layout of
   `python -m export.convert` embedder checkpoints). Returns False, loading nothing, when
-  `path` holds no such items (e.g. a plain BERT checkpoint or a HF folder)."""
+  `path` holds no such items (e.g. a plain BERT checkpoint or a HF folder). The
+  projection's size and LayerNorm epsilon must be the model's (WeightsMismatchError)."""
   if hf_bert.is_hf_bert_folder(path):
     return False
-  prefix = tf.train.latest_checkpoint(path) if tf.io.gfile.isdir(path) else path
+  prefix = architecture.checkpoint_prefix(path)
   if prefix is None:
     return False
   shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
@@ -300,6 +303,8 @@ def load_embedder_projection(embedder, path: str) -> bool:
         f"Shape mismatch for projection/kernel: the weights in {prefix} have "
         f"{tuple(shapes[key])}, the model expects "
         f"{(embedder.encoder_config.hidden_size, embedder.projection_size)}.")
+  architecture.check_projection(embedder.projection_size, embedder.layer_norm.epsilon,
+                                architecture.read_architecture(path))
   embedder.build_variables()
   status = tf.train.Checkpoint(projection=embedder.projection,
                                projection_layer_norm=embedder.layer_norm).read(prefix)
