@@ -12,7 +12,8 @@ Those are recorded beside the weights:
 * a Google BERT folder (or a checkpoint with one beside it): `bert_config.json`, whose
   `gelu` is TF1 BERT's tanh approximation (a realm-tf `BertConfig` dict, which has
   `layer_norm_eps`, is read as such);
-* a realm-tf TF-Hub module (`realm_tf.tf_hub_modules`): `assets.extra/realm_tf_architecture.json`.
+* a realm-tf TF-Hub module (`realm_tf.tf_hub_modules`):
+  `assets.extra/realm_tf_architecture.json`.
 
 A bare TF1 or TF2 checkpoint records only its shapes. `read_architecture` returns what a
 source records; `check_bert_config` and `check_projection` compare a model with it (the
@@ -35,8 +36,8 @@ from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import CONFIG_FILENAME, BertConfig, RealmConfig
 from realm_tf.tokenization import load_vocab
 
-# Written by realm_tf.tf_hub_modules into every module it saves (SavedModel's place for files that
-# are not loaded with the graph).
+# Written by realm_tf.tf_hub_modules into every module it saves (assets.extra is
+# SavedModel's place for files that are not loaded with the graph).
 MODULE_ARCHITECTURE_FILE = os.path.join("assets.extra", "realm_tf_architecture.json")
 CONVERSION_MANIFEST = "conversion.json"  # export.convert's manifest (export.converted)
 BERT_CONFIG_FILE = "bert_config.json"

@@ -13,9 +13,9 @@ Before assigning anything, the model's config is checked against what the weight
 (`realm_tf.modeling.architecture`: the config files beside them, or their shapes): sizes,
 head count, activation, LayerNorm epsilons, vocabulary size, and for an embedder
 projection its size and epsilon. A mismatch raises `WeightsMismatchError` naming the
-field, the weights and both values. The MLM head is loaded when the source has one; otherwise (e.g. the
-sentence-transformers MiniLM, a plain `BertModel`) it keeps its initialization and the
-returned report says so.
+field, the weights and both values. The MLM head is loaded when the source has one;
+otherwise (e.g. the sentence-transformers MiniLM, a plain `BertModel`) it keeps its
+initialization and the returned report says so.
 """
 
 import dataclasses
