@@ -124,8 +124,8 @@ class BertSource:
     """
     arch = architecture.read_architecture(self.path) if self.path else None
     if not self.preset and (arch is None or arch.config is None):
-      raise ModuleError(f"BERT source {self.path!r} records no architecture: pass "
-                        f"{self.preset_flag} (its size).")
+      raise ModuleError(f"{self.path_flag}={self.path} records no architecture (only "
+                        f"shapes, or no weights): pass {self.preset_flag} (its size).")
     preset = (architecture.Setting(self.preset_flag, self.preset, self.preset_given)
               if self.preset else None)
     config = architecture.bert_config_for(arch, preset, vocab_size)
