@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	@touch $(STAMP)
 
 demo: setup
-	$(PY) -m realm_tf.demo
+	$(PY) -m export.walkthrough
 
 test: setup
 	$(PY) -m pytest

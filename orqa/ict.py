@@ -1,4 +1,5 @@
-r"""ICT warm start of the retriever (spec 6.1, flags 7.7): `python -m orqa.ict`.
+r"""ICT warm start of the retriever (language/orqa/experiments/ict_experiment.py):
+`python -m orqa.ict`.
 
   python -m orqa.ict --model_dir=ict_dir --examples_path='ict_examples.tfr.gz' \
       [--init_hf_bert=all-MiniLM-L6-v2 | --init_checkpoint=... --bert_preset=base |
@@ -9,11 +10,13 @@ r"""ICT warm start of the retriever (spec 6.1, flags 7.7): `python -m orqa.ict`.
 Trains one `ProjectedEmbedder` (BERT -> Dense(128) -> LayerNorm) on the Inverse Cloze
 Task: a random sentence of a block is the query, its block (the sentence removed with
 probability `--mask_rate`) the positive, the other blocks of the global batch the
-negatives (gathered across replicas). BERT AdamW, lr 1e-4, the original's warmup.
+negatives (gathered across replicas). BERT AdamW, lr 1e-4, the original's warmup. The
+loop is the shared ICT job (`realm_tf.ict.training`, on Orbit); evaluation reads blocks
+held out of training (`--eval_examples_path`, or every `--eval_holdout_every`-th block).
 
 Outputs in `model_dir`:
   checkpoints/                  tf.train.CheckpointManager (training resumes from it)
-  logs/{train,eval}/            TensorBoard scalars
+  logs/{train,eval}/            TensorBoard scalars; eval_results.jsonl, ict_config.json
   export/tf_hub/<ts>/embedder/  the embedder module (DESIGN.md contract; the original
                                 named it `ict`), + global_step.txt
 With `--encode`, the export is then embedded over `--retrieval_corpus` by the REALM
@@ -36,12 +39,11 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from realm_tf import tf_hub_modules as tf_hub
-from realm_tf.ict import dataset as ict_dataset
-from realm_tf.ict import model as ict_model
 from orqa import modules
 from orqa import training_utils
 from realm_tf import refresh
+from realm_tf import tf_hub_modules as tf_hub
+from realm_tf.ict import training as ict_training
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
 
@@ -49,17 +51,19 @@ EXPORT_PREFIX = "tf_hub"
 MODULE_NAME = "embedder"
 
 FLAGS = flags.FLAGS
-_FLAG_NAMES = []
 
 
 def define_flags():
-  """The original's flags (spec 7.7) plus initialization, export and encoding flags."""
-  before = set(FLAGS)
+  """The original's flags plus initialization, held-out eval, export and encoding flags."""
   flags.DEFINE_string("model_dir", None, "Checkpoints, logs and exports go here.")
   flags.DEFINE_string("examples_path", None,
                       "Glob of ICT block examples (orqa.build_ict_examples).")
   flags.DEFINE_string("eval_examples_path", None,
-                      "Glob of eval block examples (default: --examples_path).")
+                      "Glob of held-out eval block examples (default: every "
+                      "--eval_holdout_every-th block of --examples_path, not trained on).")
+  flags.DEFINE_integer("eval_holdout_every", 10,
+                       "Without --eval_examples_path, hold out every k-th block for eval.")
+  flags.DEFINE_integer("log_every_steps", 100, "Progress line and summary period.")
   flags.DEFINE_string("init_hf_bert", None, "Initial BERT: a Hugging Face BERT folder.")
   flags.DEFINE_string("init_checkpoint", None,
                       "Initial BERT: a TF1 BERT or TF2 checkpoint (with --bert_preset).")
@@ -86,7 +90,6 @@ def define_flags():
   flags.DEFINE_integer("num_eval_steps", 10, "Eval batches per evaluation.")
   flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint (and eval) period.")
   flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
-  flags.DEFINE_float("log_interval_secs", 10.0, "Progress log period.")
   flags.DEFINE_integer("seed", 0, "Seed of the initialization and the data.")
   flags.DEFINE_enum("strategy", "default", list(training_utils.STRATEGIES),
                     "tf.distribute strategy.")
@@ -101,7 +104,6 @@ def define_flags():
   flags.DEFINE_integer("searcher_num_neighbors", 5000,
                        "Default k of the saved searcher (ORQA's beam; capped at K).")
   flags.mark_flags_as_required(["model_dir", "examples_path"])
-  _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
 def bert_source() -> modules.BertSource:
@@ -151,82 +153,35 @@ def encode_export(model_dir: str, retrieval_corpus: str, tokenizer, block_seq_le
   return encoded
 
 
-def evaluate(eval_step, strategy, dataset_fn, num_steps: int):
-  """The summarized metrics over `num_steps` eval batches (fewer if the data ends)."""
-  sums = None
-  dataset = strategy.experimental_distribute_dataset(dataset_fn())
-  for i, batch in enumerate(dataset):
-    if i >= num_steps:
-      break
-    values = training_utils.to_floats(eval_step(batch))
-    sums = values if sums is None else {k: sums[k] + values[k] for k in sums}
-  if sums is None:
-    raise ValueError("The eval data has no complete batch: lower --eval_batch_size.")
-  return ict_model.summarize(sums)
+def ict_config() -> ict_training.IctConfig:
+  """The `IctConfig` of the flags."""
+  return ict_training.IctConfig(
+      query_seq_len=FLAGS.query_seq_len, block_seq_len=FLAGS.block_seq_len,
+      mask_rate=FLAGS.mask_rate, learning_rate=FLAGS.learning_rate,
+      num_train_steps=FLAGS.num_train_steps, num_warmup_steps=FLAGS.num_warmup_steps,
+      batch_size=FLAGS.batch_size, eval_batch_size=FLAGS.eval_batch_size,
+      num_eval_steps=FLAGS.num_eval_steps, eval_every_steps=FLAGS.save_checkpoints_steps,
+      log_every_steps=FLAGS.log_every_steps, keep_checkpoint_max=FLAGS.keep_checkpoint_max,
+      seed=FLAGS.seed)
 
 
 def train(strategy: tf.distribute.Strategy):
-  """Runs ICT training; returns the export directory and the tokenizer."""
-  model_dir = FLAGS.model_dir
-  num_replicas = strategy.num_replicas_in_sync
-  for name in ("batch_size", "eval_batch_size"):
-    if getattr(FLAGS, name) % num_replicas:
-      raise app.UsageError(f"--{name}={getattr(FLAGS, name)} is not a multiple of the "
-                           f"{num_replicas} replicas.")
+  """Runs ICT training (the shared `realm_tf.ict.training` job); returns the export
+  directory and the tokenizer."""
+  paths = sorted(tf.io.gfile.glob(FLAGS.examples_path))
+  eval_paths = sorted(tf.io.gfile.glob(FLAGS.eval_examples_path)) if (
+      FLAGS.eval_examples_path) else []
+  if not paths or (FLAGS.eval_examples_path and not eval_paths):
+    raise FileNotFoundError(f"No ICT examples match {FLAGS.examples_path!r} / "
+                            f"{FLAGS.eval_examples_path!r}.")
   with strategy.scope():
     embedder, tokenizer = modules.build_embedder(bert_source(), FLAGS.projection_size,
                                                  FLAGS.projection_dropout_rate)
-    optimizer = training_utils.create_optimizer(FLAGS.learning_rate, FLAGS.num_train_steps,
-                                                FLAGS.num_warmup_steps)
-    optimizer.build(embedder.trainable_variables)  # Slots exist before a restore.
-    checkpoint = tf.train.Checkpoint(embedder=embedder, optimizer=optimizer)
-  state = training_utils.CheckpointState(checkpoint, model_dir, FLAGS.keep_checkpoint_max)
-  state.restore_latest()
-  training_utils.write_params(model_dir, {k: FLAGS[k].value for k in _FLAG_NAMES})
-
-  paths = sorted(tf.io.gfile.glob(FLAGS.examples_path))
-  eval_paths = sorted(tf.io.gfile.glob(FLAGS.eval_examples_path or FLAGS.examples_path))
-  if not paths or not eval_paths:
-    raise FileNotFoundError(f"No ICT examples match {FLAGS.examples_path!r} / "
-                            f"{FLAGS.eval_examples_path!r}.")
-  step = int(optimizer.iterations.numpy())
-  data_kwargs = dict(query_seq_len=FLAGS.query_seq_len, block_seq_len=FLAGS.block_seq_len,
-                     mask_rate=FLAGS.mask_rate, cls_id=tokenizer.cls_id,
-                     sep_id=tokenizer.sep_id)
-  train_data = ict_dataset.ict_dataset(paths, FLAGS.batch_size, seed=FLAGS.seed + step,
-                                       training=True, **data_kwargs)
-  train_iterator = iter(strategy.experimental_distribute_dataset(train_data))
-
-  def eval_data():
-    return ict_dataset.ict_dataset(eval_paths, FLAGS.eval_batch_size, seed=FLAGS.seed,
-                                   training=False, **data_kwargs)
-
-  train_step = ict_model.make_train_step(embedder, optimizer, FLAGS.batch_size, strategy)
-  eval_step = ict_model.make_eval_step(embedder, strategy)
-  train_writer = training_utils.ScalarWriter(model_dir, "train")
-  eval_writer = training_utils.ScalarWriter(model_dir, "eval")
-  progress = training_utils.Progress(FLAGS.num_train_steps, step, FLAGS.batch_size,
-                                     FLAGS.log_interval_secs)
-  sums = None
-  while step < FLAGS.num_train_steps:
-    values = training_utils.to_floats(train_step(next(train_iterator)))
-    step += 1
-    sums = values if sums is None else {k: sums[k] + values[k] for k in sums}
-    last = step == FLAGS.num_train_steps
-    if progress.update(step, ict_model.summarize(values), force=last):
-      metrics = ict_model.summarize(sums)
-      metrics["learning_rate"] = float(optimizer.learning_rate.numpy())
-      metrics["steps_per_sec"] = progress.steps_per_sec(step)
-      train_writer.write(step, metrics)
-      sums = None
-    if last or step % FLAGS.save_checkpoints_steps == 0:
-      state.save(step)
-      metrics = evaluate(eval_step, strategy, eval_data, FLAGS.num_eval_steps)
-      logging.info("eval at step %d: %s", step,
-                   " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-      eval_writer.write(step, metrics)
-  export = export_embedder(embedder, tokenizer, model_dir, step, FLAGS.query_seq_len,
-                           FLAGS.exports_to_keep)
+  config = ict_config()
+  ict_training.train(embedder, tokenizer, config, FLAGS.model_dir, paths, eval_paths,
+                     strategy, holdout_every=0 if eval_paths else FLAGS.eval_holdout_every)
+  export = export_embedder(embedder, tokenizer, FLAGS.model_dir, config.num_train_steps,
+                           FLAGS.query_seq_len, FLAGS.exports_to_keep)
   return export, tokenizer
 
 

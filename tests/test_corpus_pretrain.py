@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import spans as spans_lib
+from realm_tf import sample_data
 from realm_tf.sample_data import PASSAGES_PATH
 
 TEXT = "Antonín Dvořák was born in Nelahozeves. He visited Zürich in 1890."
@@ -110,7 +111,8 @@ def test_sample_corpus_invariants_and_worker_determinism(tmp_path):
     result = build_pretrain_corpus.build(PASSAGES_PATH, prefix, num_shards=6,
                                          num_workers=workers, chunk_size=16)
     prefixes.append(prefix)
-  assert result.num_records == 172  # Every sample passage has a salient span.
+  # Every sample passage has a salient span.
+  assert result.num_records == sample_data.num_passages()
   for example in read_examples(prefixes[0]):
     check_invariants(example)
   for shard in range(6):

@@ -1,4 +1,4 @@
-"""The README's first command (`make demo` -> python -m realm_tf.demo) and its vocabulary."""
+"""The README's first command (`make demo` -> python -m export.walkthrough) and its vocabulary."""
 import filecmp
 import os
 import subprocess
@@ -10,7 +10,8 @@ from tests.conftest import REPO_ROOT
 
 
 def test_demo_prints_decoded_examples():
-  command = [sys.executable, "-m", "realm_tf.demo", "--num_examples=2", "--nopretrain"]
+  command = [sys.executable, "-m", "export.walkthrough", "--num_examples=2",
+             "--stages=examples"]
   result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -1,11 +1,11 @@
 """End to end on the sample corpus, from the CLI: ICT -> encode -> fine-tune -> predict ->
 evaluate. Fine-tuning must lift exact match clearly above the untrained model's.
 
-Honest scope: a tiny BERT (L2/H128) trained from scratch on 172 passages cannot learn
+Honest scope: a tiny BERT (L2/H128) trained from scratch on the sample passages cannot learn
 open-domain QA that generalizes in two minutes of CPU, so the QA pairs used for
 fine-tuning are also the ones evaluated (the first 32 of the sample's 185): the test shows
 that retrieval (question tower against the frozen ICT index) and reading (span scorer)
-learn through the whole pipeline, not generalization. Retrieval is over all 172 blocks.
+learn through the whole pipeline, not generalization. Retrieval is over all sample blocks.
 """
 import json
 import os

@@ -160,7 +160,7 @@ def test_scann_variant_loads_with_import_scann(base_dir, questions, tmp_path):
   out = _answer_in_fresh_process(path, questions[:4], tmp_path, "scann")
   assert len(out["answer"]) == 4
   ids = np.array(out["block_ids"])
-  assert ids.shape == (4, 5) and ids.min() >= 0 and ids.max() < 172
+  assert ids.shape == (4, 5) and ids.min() >= 0 and ids.max() < sample_data.num_passages()
   assert all(len(set(row)) == 5 for row in ids.tolist())
 
 

@@ -64,25 +64,32 @@ def featurize_ict_batch(batch, query_seq_len: int, block_seq_len: int, cls_id: i
 def ict_dataset(paths: Sequence[str], batch_size: int, query_seq_len: int = 64,
                 block_seq_len: int = 288, mask_rate: float = 0.9, cls_id: int = 101,
                 sep_id: int = 102, seed: int = 0, training: bool = True,
-                compression: str = "GZIP") -> tf.data.Dataset:
+                compression: str = "GZIP", holdout_every: int = 0,
+                holdout: bool = False) -> tf.data.Dataset:
   """Batches of ICT examples from block-example shards.
 
   Args:
-    paths: TFRecord shards of ORQA block examples (spec 1.4 `examples.tfr` layout).
+    paths: TFRecord shards of ORQA block examples (`realm_tf.ict.examples`).
     batch_size: examples per batch (drop remainder, for in-batch negatives).
     query_seq_len, block_seq_len: Q (64) and block length (288).
     mask_rate: probability of removing the query sentence from its block (0.9).
     cls_id, sep_id: special token ids of the vocabulary.
     seed: seed of the sentence choice, masking and shuffling.
-    training: repeat and shuffle (the original read from random offsets, spec 6.1);
+    training: repeat and shuffle (the original read from random offsets);
       otherwise one deterministic pass.
     compression: "GZIP" or "" for the files.
+    holdout_every: when > 0, every `holdout_every`-th block (records 0, k, 2k, ... of the
+      files in order) is held out: `holdout=False` reads the others (training),
+      `holdout=True` only those (evaluation on blocks never trained on).
 
   Returns:
     Dataset of `featurize_ict_batch` dicts: query_inputs [b, Q], block_inputs [b, B]
     (BertInputs) and mask_query [b].
   """
   records = tf.data.TFRecordDataset(list(paths), compression)
+  if holdout_every > 0:
+    records = records.enumerate().filter(
+        lambda i, _: tf.equal(i % holdout_every == 0, holdout)).map(lambda _, r: r)
   if training:
     records = records.repeat().shuffle(10000, seed=seed)
   examples = records.enumerate().map(

@@ -177,7 +177,8 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
           train_paths: Sequence[str], eval_paths: Sequence[str],
           strategy: Optional[tf.distribute.Strategy] = None,
           index_fn: Optional[Callable[[], tf.Tensor]] = None,
-          zero_shot: Optional[answer_recall.ZeroShotRecall] = None) -> Dict[str, float]:
+          zero_shot: Optional[answer_recall.ZeroShotRecall] = None,
+          holdout_every: int = 0) -> Dict[str, float]:
   """Trains `embedder` (built under `strategy`'s scope) with ICT; returns the last eval.
 
   Resumes from `model_dir/checkpoints/`; a finished run (checkpoint at
@@ -193,6 +194,8 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
       eval blocks should be held out from training.
     strategy: the distribution strategy (default: the current one).
     index_fn, zero_shot: see `IctRunner`.
+    holdout_every: when > 0, every k-th block of `train_paths` is held out of training
+      and `eval_paths` is ignored: evaluation reads those blocks.
   """
   strategy = strategy or tf.distribute.get_strategy()
   replicas = strategy.num_replicas_in_sync
@@ -215,19 +218,33 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
 
   def train_data():
     return ict_dataset.ict_dataset(train_paths, config.batch_size // replicas,
-                                   seed=config.seed, training=True, **data)
+                                   seed=config.seed, training=True,
+                                   holdout_every=holdout_every, **data)
 
   def eval_data():
-    return ict_dataset.ict_dataset(eval_paths, config.eval_batch_size // replicas,
-                                   seed=config.seed, training=False, **data).repeat()
+    return ict_dataset.ict_dataset(train_paths if holdout_every else eval_paths,
+                                   config.eval_batch_size // replicas, seed=config.seed,
+                                   training=False, holdout_every=holdout_every,
+                                   holdout=True, **data).repeat()
 
+  if not any(True for _ in eval_data().take(1)):
+    raise ValueError(f"The held-out ICT blocks ({list(eval_paths) or 'every '}"
+                     f"{'' if eval_paths else f'{holdout_every}-th block of '}"
+                     f"{list(train_paths)}) make no complete eval batch of "
+                     f"{config.eval_batch_size}: lower the eval batch size or hold out more.")
   runner = IctRunner(embedder, optimizer, strategy, _distribute(strategy, train_data),
                      _distribute(strategy, eval_data), config.batch_size, index_fn,
                      zero_shot)
   logs = os.path.join(model_dir, "logs")
 
   def record(metrics):
-    eval_results.append(model_dir, int(optimizer.iterations.numpy()), metrics)
+    step = int(optimizer.iterations.numpy())
+    eval_results.append(model_dir, step, metrics)
+    recall = "".join(f"  zero-shot {k} {float(v):.3f}" for k, v in sorted(metrics.items())
+                     if k.startswith("recall@"))
+    print(f"[ict eval] step {step}: held-out retrieval accuracy {metrics['accuracy']:.3f} "
+          f"(in batches of {config.eval_batch_size})  loss {metrics['loss']:.3f}{recall}",
+          flush=True)
 
   controller = orbit.Controller(
       strategy=strategy, trainer=runner, evaluator=runner,

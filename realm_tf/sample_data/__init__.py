@@ -14,3 +14,9 @@ QA_TRAIN_PATH = os.path.join(SAMPLE_DIR, "qa_train.jsonl")
 QA_HELDOUT_PATH = os.path.join(SAMPLE_DIR, "qa_heldout.jsonl")
 QA_PATHS = (QA_TRAIN_PATH, QA_HELDOUT_PATH)
 VOCAB_PATH = os.path.join(SAMPLE_DIR, "vocab.txt")
+
+
+def num_passages() -> int:
+  """The number of passages in `passages.jsonl` (one per non-blank line)."""
+  with open(PASSAGES_PATH, encoding="utf-8") as f:
+    return sum(1 for line in f if line.strip())
