@@ -239,12 +239,10 @@ def finalize(text: str, annotation: Annotation, counters: collections.Counter):
       counters["spans_dropped_crossing_sentences"] += 1
       continue
     candidates.add((a, b))
-  kept = []
-  for a, b in sorted(candidates, key=lambda s: (s[0] - s[1], s[0])):
-    if all(b <= s or a >= e for s, e in kept):
-      kept.append((a, b))
-    else:
-      counters["spans_dropped_overlapping"] += 1
-  kept.sort()
+  def count_drop(_):
+    counters["spans_dropped_overlapping"] += 1
+
+  kept = rules.keep_non_overlapping(
+      sorted(candidates, key=lambda s: (s[0] - s[1], s[0])), 0, len(text), count_drop)
   to_bytes = offsets.CharToByte(text)
   return to_bytes.spans(sents), to_bytes.spans(kept)
