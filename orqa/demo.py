@@ -30,6 +30,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from realm_tf import cli
+from realm_tf import errors
+
 FLAGS = flags.FLAGS
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 MAX_BODY_BYTES = 64 * 1024
@@ -43,7 +46,7 @@ def define_flags():
   flags.mark_flags_as_required(["serving_model"])
 
 
-class RequestError(ValueError):
+class RequestError(errors.RealmInputError):
   """A request the API refuses (HTTP status and message)."""
 
   def __init__(self, status: int, message: str):
@@ -196,4 +199,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -24,6 +24,8 @@ from absl import flags
 from orqa import block_records
 from orqa import evaluation
 from orqa import jsonl_io
+from realm_tf import cli
+from realm_tf import errors
 
 TEXT_FIELDS = ("retrieved_texts", "block_texts")
 ID_FIELDS = ("block_ids", "retrieved_block_ids")
@@ -58,7 +60,7 @@ def define_flags():
   flags.DEFINE_string("output", None, "Optional JSON file for the metrics (written atomically).")
 
 
-class PredictionsFormatError(ValueError):
+class PredictionsFormatError(errors.RealmInputError):
   """Predictions whose retrieved blocks cannot be resolved."""
 
 
@@ -145,4 +147,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["references", "predictions"])
-  app.run(main)
+  cli.run(main)

@@ -34,6 +34,7 @@ from orqa import finetune_lib
 from orqa import jsonl_io
 from orqa import qa_data
 from orqa import training_utils
+from realm_tf import cli
 from realm_tf.retrieval import export_dirs
 
 FLAGS = flags.FLAGS
@@ -146,4 +147,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

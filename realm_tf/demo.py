@@ -22,13 +22,13 @@ import shutil
 import subprocess
 import sys
 
-from absl import app
 from absl import flags
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import cli
 from realm_tf import sample_data
 from realm_tf.featurization import Featurizer, get_document_uid, prepend_null_document
 from realm_tf.retrieval import encoded_export
@@ -216,4 +216,4 @@ def run_serving_stage(finetuned_model_dir: str, serving_dir: str,
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

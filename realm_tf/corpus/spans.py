@@ -10,6 +10,7 @@ import bisect
 import collections
 from typing import List, Optional, Sequence, Tuple
 
+from realm_tf import errors
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import offsets
 from realm_tf.corpus import rules
@@ -24,7 +25,7 @@ SALIENT_LABELS = frozenset([
     "LAW", "LANGUAGE", "DATE"])
 
 
-class AnnotatorUnavailableError(RuntimeError):
+class AnnotatorUnavailableError(errors.RealmInputError):
   """The requested annotator cannot run here (e.g. spaCy or its pipeline is missing)."""
 
 

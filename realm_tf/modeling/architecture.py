@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import CONFIG_FILENAME, BertConfig, RealmConfig
 from realm_tf.tokenization import load_vocab
@@ -66,7 +67,7 @@ _TF1_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
 _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(errors.RealmInputError):
   """Pre-trained weights do not fit the model's configuration."""
 
 
