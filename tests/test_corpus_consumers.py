@@ -255,3 +255,15 @@ def test_truncated_shards_are_named_before_training(tmp_path, tiny_corpus, tiny_
   _write_records(str(tmp_path / "bad" / "p-00000-of-00001"), [b"no example"])
   bad = corpora.name_read_error([str(tmp_path / "bad" / "p-00000-of-00001")], [])
   assert bad.record == 0 and "not a tf.train.Example" in str(bad)
+
+
+def test_refresh_names_a_truncated_shard_before_embedding(tmp_path, tiny_corpus,
+                                                         tiny_vocab_path):
+  shard = manifest_lib.resolve(tiny_corpus).shard_paths[1]
+  data = open(shard, "rb").read()
+  with open(shard, "wb") as f:
+    f.write(data[:-10])
+  model_dir = _model_dir(tmp_path, tiny_vocab_path)
+  with pytest.raises(errors.InputFileError, match="truncated") as info:
+    _refresher(model_dir, tiny_corpus)
+  assert info.value.path == shard

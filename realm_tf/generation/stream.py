@@ -48,10 +48,15 @@ def _indexes_corpus(encoded_dir: str, corpus_fingerprint: Optional[str]) -> bool
   if recorded is None:
     return True  # An index from before indexes recorded their corpus.
   if recorded.get("fingerprint_sha256") != corpus_fingerprint:
-    logging.warning("Skipping %s: it indexes another corpus (%s); the refresh job "
-                    "re-embeds this one.", encoded_dir, recorded.get("pattern"))
+    if encoded_dir not in _WARNED:
+      _WARNED.add(encoded_dir)
+      logging.warning("Skipping %s: it indexes another corpus (%s); the refresh job "
+                      "re-embeds this one.", encoded_dir, recorded.get("pattern"))
     return False
   return True
+
+
+_WARNED = set()  # Stale indexes already reported (one warning each, not one per pass).
 
 
 def latest_generation(model_dir: str, initial_embedder: Optional[str],
