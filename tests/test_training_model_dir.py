@@ -19,10 +19,13 @@ LEFTOVERS = ["export/tf_hub/temp-500-123-456/embedder/saved_model.pb",
              "temp-initial_embedder-123-456/encoded/encoded.ckpt.index",
              "checkpoints/ckpt-6_temp/part-00000-of-00001.data-00000-of-00001",
              "checkpoints/checkpoint.tmp5f3e2a", "config.json.tmp", "TRAINING_DONE.tmp",
-             "export/tf_hub_best/best_metric.json.tmp-4242"]
+             "export/tf_hub_best/best_metric.json.tmp-4242",
+             "ict/checkpoints/ckpt-2_temp/part-00000-of-00001.index",
+             "ict/data/.train.tfr.gz.tmp-4242"]
 KEPT = ["export/tf_hub/500/embedder/saved_model.pb", "export/tf_hub/500/global_step.txt",
         "checkpoints/ckpt-6.index", "checkpoints/checkpoint", "config.json",
-        "initial_embedder/encoded/encoded.ckpt.index",
+        "initial_embedder/encoded/encoded.ckpt.index", "ict/data/train.tfr.gz",
+        "ict/checkpoints/ckpt-2.index",
         # The refresh job's own staging is the refresh job's to recover.
         "export/temp/400/embedder/saved_model.pb", "export/encoded/temp-400-1-2/x"]
 

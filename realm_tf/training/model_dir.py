@@ -11,8 +11,8 @@
 * it deletes what killed runs of the trainer leave behind: export staging directories
   (`export/tf_hub/temp-*`, `export/tf_hub_best/temp-*`), the initial index's
   (`temp-initial_embedder-*`), TensorFlow's checkpoint temporaries (`checkpoints/*_temp`,
-  `checkpoints/checkpoint.tmp*`) and the temp files of atomic writes (`*.tmp`,
-  `*.tmp-<pid>`). The refresh job's own staging (`export/temp`, `export/encoded/temp-*`)
+  `checkpoints/checkpoint.tmp*`), the same of the ICT warm start under `ict/`, and the
+  temp files of atomic writes (`*.tmp`, `*.tmp-<pid>`). The refresh job's own staging (`export/temp`, `export/encoded/temp-*`)
   is the refresh job's to clean (it does on start).
 """
 
@@ -55,7 +55,10 @@ def leftovers(model_dir: str) -> List[str]:
   """The paths of killed runs' temporaries in `model_dir` (see the module docstring)."""
   patterns = ["export/tf_hub/temp-*", "export/tf_hub_best/temp-*", "temp-initial_embedder-*",
               "checkpoints/*_temp", "checkpoints/checkpoint.tmp*", "*.tmp", "*.tmp-*",
-              "export/tf_hub_best/*.tmp-*"]
+              "export/tf_hub_best/*.tmp-*",
+              # The in-process ICT warm start's (realm_tf.training.warm_start).
+              "ict/checkpoints/*_temp", "ict/checkpoints/checkpoint.tmp*", "ict/data/.*.tmp-*",
+              "ict/*.tmp", "ict/*.tmp-*"]
   found = []
   for pattern in patterns:
     found += glob.glob(os.path.join(glob.escape(model_dir), pattern))
