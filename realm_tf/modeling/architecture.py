@@ -24,7 +24,6 @@ values) where a setting contradicts the weights.
 """
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -141,8 +140,7 @@ def bert_config_from_tf1_dict(d: Dict[str, Any], source: str = "bert_config.json
 def read_bert_config_json(path: str) -> BertConfig:
   """A `bert_config.json`: a realm-tf `BertConfig` dict (it has `layer_norm_eps`; written
   by `export.convert`) or Google's TF1 BERT config."""
-  with tf.io.gfile.GFile(path, "r") as f:
-    d = json.load(f)
+  d = hf_bert.read_json_file(path)  # InputFileError naming the file for bad JSON.
   try:
     if "layer_norm_eps" in d:
       return BertConfig.from_dict(d)
@@ -179,8 +177,7 @@ def _hf_casing(folder: str) -> Optional[bool]:
   path = os.path.join(folder, "tokenizer_config.json")
   if not _exists(path):
     return None
-  with tf.io.gfile.GFile(path, "r") as f:
-    value = json.load(f).get("do_lower_case")
+  value = hf_bert.read_json_file(path).get("do_lower_case")
   return None if value is None else bool(value)
 
 
@@ -258,8 +255,7 @@ def read_module_architecture(path: str) -> Optional[Architecture]:
   record = os.path.join(path, MODULE_ARCHITECTURE_FILE)
   if not _exists(record):
     return None
-  with tf.io.gfile.GFile(record, "r") as f:
-    d = json.load(f)
+  d = hf_bert.read_json_file(record)
   try:
     config = BertConfig.from_dict(d["bert"])
   except (KeyError, ValueError) as e:
