@@ -33,6 +33,7 @@ from realm_tf.modeling.config import BertConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_embedding
+from realm_tf.retrieval import corpus_reader
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["tiny", "minilm"], "Encoder presets.")
@@ -91,7 +92,7 @@ def main(argv):
       build_retrieval_corpus.build(os.path.join(tmp, "docs.jsonl"),
                                    os.path.join(tmp, "z", "blocks.tfr"), vocab,
                                    num_shards=FLAGS.num_shards, num_workers=1)
-      paths = sorted(tf.io.gfile.glob(os.path.join(tmp, "z", "blocks.tfr-*-of-*")))
+      paths = corpus_reader.list_shards(os.path.join(tmp, "z", "blocks.tfr"))
       featurizer = corpus_embedding.featurizer_for_documents(vocab, FLAGS.seq_len)
       config = BertConfig.preset(shape, vocab_size=len(open(vocab).read().splitlines()))
       embedder = ProjectedEmbedder(config).build_variables()

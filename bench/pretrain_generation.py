@@ -29,7 +29,7 @@ from realm_tf.modeling.config import BertConfig, RealmConfig
 from realm_tf.modeling.optimizer import create_optimizer
 from realm_tf.modeling.realm_model import RealmModel
 from realm_tf.modeling.training import make_train_step
-from realm_tf.retrieval import block_index, export_dirs, searchers
+from realm_tf.retrieval import block_index, corpus_reader, export_dirs, searchers
 from realm_tf.tokenization import Tokenizer
 
 FLAGS = flags.FLAGS
@@ -73,8 +73,7 @@ def prepare_corpora(work_dir: str, vocab_path: str):
   if not os.path.exists(retrieval + ".manifest.json"):
     build_retrieval_corpus.build(subset, retrieval, vocab_path, num_shards=20,
                                  num_workers=os.cpu_count())
-  glob = lambda p: sorted(x for x in tf.io.gfile.glob(p + "-*") if not x.endswith(".json"))  # pylint: disable=g-long-lambda
-  return glob(pretrain), glob(retrieval)
+  return corpus_reader.list_shards(pretrain), corpus_reader.list_shards(retrieval)
 
 
 def prepare_index(work_dir, model, tokenizer, num_blocks):

@@ -41,6 +41,7 @@ from realm_tf.modeling.config import BertConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_embedding
+from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import searchers
 
 FLAGS = flags.FLAGS
@@ -99,7 +100,7 @@ def _embed(cache_dir):
       f.writelines(part)
     prefix = os.path.join(cache_dir, f"{name}_corpus", "z.tfr")
     build_retrieval_corpus.build(docs, prefix, vocab, num_shards=8, num_workers=1)
-    paths = sorted(tf.io.gfile.glob(prefix + "-*-of-*"))
+    paths = corpus_reader.list_shards(prefix)
     start = time.perf_counter()
     out[name] = corpus_embedding.embed_shards(paths, embed_fn, featurizer, FLAGS.batch_size,
                                               num_blocks=len(part), log_interval_secs=30)

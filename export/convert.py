@@ -35,6 +35,7 @@ from export import hf_realm
 from export import tf1_checkpoints
 from export.imported import ImportedWeights
 from export.weight_assign import ConversionError
+from realm_tf import cli
 from realm_tf.retrieval import block_index
 
 FORMATS = ("bert_tf1", "realm_tf1", "hf_bert", "hf_realm")
@@ -123,4 +124,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["from", "input", "output"])
-  app.run(main)
+  cli.run(main)

@@ -34,7 +34,6 @@ weights are [out, in] and are transposed):
 default) is the tanh-approximate GELU.
 """
 
-import json
 import os
 from typing import Dict, List, Tuple
 
@@ -56,14 +55,7 @@ _UNUSED_PREDICTIONS = ("RealmScorerProjection.predictions: never used by "
                        "RealmEmbedder.forward")
 
 
-def _read_safetensors_file(path: str) -> Dict[str, np.ndarray]:
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import load as load_bytes  # pylint: disable=g-import-not-at-top
-  if os.path.exists(path):  # Local: memory-mapped, one tensor at a time.
-    with safe_open(path, framework="np") as f:
-      return {name: f.get_tensor(name) for name in f.keys()}
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return load_bytes(f.read())
+_read_safetensors_file = hf_bert.load_safetensors_file
 
 
 def read_state(folder: str) -> Dict[str, np.ndarray]:
@@ -78,8 +70,9 @@ def read_state(folder: str) -> Dict[str, np.ndarray]:
     return _read_safetensors_file(single)
   index = os.path.join(folder, SAFETENSORS_INDEX)
   if tf.io.gfile.exists(index):
-    with tf.io.gfile.GFile(index, "r") as f:
-      weight_map = json.load(f)["weight_map"]
+    weight_map = hf_bert.read_json_file(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise ConversionError(f"{index}: no 'weight_map' object")
     state = {}
     for shard in sorted(set(weight_map.values())):
       state.update(_read_safetensors_file(os.path.join(folder, shard)))
@@ -104,16 +97,14 @@ def read_config_dict(folder: str) -> dict:
   path = os.path.join(folder, hf_bert.CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     raise ConversionError(f"No {hf_bert.CONFIG_FILE} in {folder}: not a Hugging Face folder.")
-  with tf.io.gfile.GFile(path, "r") as f:
-    return json.load(f)
+  return hf_bert.read_json_file(path)
 
 
 def _casing(folder: str, result: ImportedWeights):
   """do_lower_case from the folder's tokenizer_config.json, when it says."""
   path = os.path.join(folder, "tokenizer_config.json")
   if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path, "r") as f:
-      value = json.load(f).get("do_lower_case")
+    value = hf_bert.read_json_file(path).get("do_lower_case")
     if value is not None:
       result.do_lower_case = bool(value)
       result.do_lower_case_source = "tokenizer_config.json"

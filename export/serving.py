@@ -58,6 +58,8 @@ from orqa import modules
 from orqa import orqa_model
 from orqa import predict
 from orqa import training_utils
+from realm_tf import cli
+from realm_tf import errors
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
@@ -75,7 +77,7 @@ _SCANN_STATE = ("scann_config", "serialized_partitioner", "datapoint_to_token",
                 "dp_norms", "dataset")
 
 
-class ServingError(ValueError):
+class ServingError(errors.RealmInputError):
   """A model directory or flag combination that cannot be exported."""
 
 
@@ -414,4 +416,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

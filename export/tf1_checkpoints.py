@@ -45,7 +45,6 @@ any other variable that no model takes is an error.
 """
 
 import dataclasses
-import json
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -137,8 +136,7 @@ def is_bookkeeping(name: str) -> bool:
 
 def read_bert_config_file(path: str) -> BertConfig:
   """A Google `bert_config.json` (TF1 BERT: `gelu` means the tanh approximation)."""
-  with tf.io.gfile.GFile(path, "r") as f:
-    d = json.load(f)
+  d = hf_bert.read_json_file(path)
   try:
     return architecture.bert_config_from_tf1_dict(d, path)
   except ValueError as e:

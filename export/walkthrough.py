@@ -35,6 +35,7 @@ from absl import flags
 import tensorflow as tf
 
 from orqa import evaluation
+from realm_tf import cli
 from realm_tf import sample_data
 from realm_tf.featurization import showcase
 from realm_tf.retrieval import encoded_export
@@ -194,4 +195,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

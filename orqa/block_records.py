@@ -1,7 +1,8 @@
 """Block texts by block id, for evaluating predictions that name retrieved blocks by id.
 
 Block i is row i of the block index (DESIGN.md): line i of a passages jsonl(.gz)
-(`{"id", "title", "text"}`), record i of the sorted retrieval-corpus TFRecord shards
+(`{"id", "title", "text"}`), record i of the retrieval-corpus TFRecord shards (in the order
+of the corpus manifest, see `realm_tf.corpus.manifest`)
 (GZIP or uncompressed, `tf.train.Example`s with `title` and `body`), or record i of the
 original ORQA/REALM release's `blocks.tfr` (raw UTF-8 strings, reference spec 1.4), whose
 titles are record i of the sibling `titles.tfr`.
@@ -16,6 +17,7 @@ from google.protobuf import message
 import tensorflow as tf
 
 from orqa import jsonl_io
+from realm_tf.corpus import manifest as manifest_lib
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # The original release's title file, next to its blocks.tfr (reference spec 1.4).
@@ -27,7 +29,8 @@ def _is_jsonl(path: str) -> bool:
 
 
 def _record_files(pattern: str) -> List[str]:
-  files = sorted(tf.io.gfile.glob(pattern))
+  """The record files of `pattern`, through the corpus manifest when there is one."""
+  files = manifest_lib.resolve(pattern).shard_paths
   if not files and not any(ch in pattern for ch in "*?["):
     files = sorted(tf.io.gfile.glob(glob_lib.escape(pattern) + "-*-of-*"))
   if not files:

@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 
 from orqa import jsonl_io
+from realm_tf import cli
 from realm_tf.ict import examples
 from realm_tf.tokenization import Tokenizer
 
@@ -62,4 +63,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

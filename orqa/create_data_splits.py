@@ -16,6 +16,7 @@ from absl import flags
 
 from orqa import jsonl_io
 from orqa import qa_data
+from realm_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -57,4 +58,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["train_path", "name", "output_dir"])
-  app.run(main)
+  cli.run(main)

@@ -2,7 +2,7 @@ r"""The ORQA demo page (spec 6.8) over the serving SavedModel: `python -m orqa.d
 
   python -m orqa.demo --serving_model=serving_dir [--port=8080] [--host=127.0.0.1]
 
-A standard-library HTTP server (`http.server`) with:
+A WSGI app served by waitress (a small, well-kept pure-Python HTTP server), with:
 
   GET  /                 the page (`orqa/web/index.html`): a question box; the answer
                          highlighted inside its evidence passage; the retrieved passages
@@ -11,28 +11,43 @@ A standard-library HTTP server (`http.server`) with:
   POST /api/answer       {"question": "..."} -> {"question", "answer", "score",
                          "evidence": {"block_id", "title", "text", "highlight": [start,
                          end] (character offsets in text, or null)}, "passages": [{"rank",
-                         "block_id", "title", "text", "score"}]}; errors: 400 / 413 with
+                         "block_id", "title", "text", "score"}]}; errors: 4xx with
                          {"error": "..."}
+
+Limits: a request body is at most `MAX_BODY_BYTES` (64 KiB; 413 beyond, and the server
+never buffers more than `SERVER_MAX_BODY_BYTES` of any body, chunked or not); every
+malformed request gets a 4xx (a bad or negative Content-Length, a body that is not a
+UTF-8 JSON object `{"question": str}`, a lone surrogate, nesting too deep); connections
+idle for `--idle_timeout_secs` are closed; at most `--max_connections` are open at once
+(more wait in the listen backlog); `--threads` handle requests, whatever the number of
+connections.
 
 The serving model comes from `python -m export.serving`; it is loaded once (with
 `tensorflow_text`, and `scann` when importable) and warmed up before the port opens.
 The server listens on loopback unless `--host` says otherwise.
 """
 
-import http.server
 import json
+import logging as std_logging
 import mimetypes
 import os
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
+from waitress import server as waitress_server
+
+from realm_tf import cli
+from realm_tf import errors
 
 FLAGS = flags.FLAGS
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 MAX_BODY_BYTES = 64 * 1024
+# What the server itself buffers at most (it answers 413 beyond, without the app); over
+# MAX_BODY_BYTES so that the app answers the 413s of ordinary oversized requests in JSON.
+SERVER_MAX_BODY_BYTES = 4 * MAX_BODY_BYTES
 
 
 def define_flags():
@@ -40,10 +55,13 @@ def define_flags():
   flags.DEFINE_integer("port", 8080, "Port (0: any free port).")
   flags.DEFINE_string("host", "127.0.0.1", "Interface to listen on.")
   flags.DEFINE_string("web_path", "", "Static files (default: orqa/web next to this file).")
+  flags.DEFINE_integer("threads", 4, "Threads answering requests.")
+  flags.DEFINE_integer("max_connections", 64, "Connections open at once (more wait).")
+  flags.DEFINE_integer("idle_timeout_secs", 30, "Close connections idle this long.")
   flags.mark_flags_as_required(["serving_model"])
 
 
-class RequestError(ValueError):
+class RequestError(errors.RealmInputError):
   """A request the API refuses (HTTP status and message)."""
 
   def __init__(self, status: int, message: str):
@@ -100,91 +118,174 @@ class Answerer:
 
 
 def parse_request(body: bytes) -> str:
-  """The question of a POST /api/answer body."""
+  """The question of a POST /api/answer body.
+
+  Raises:
+    RequestError: 413 for a body over `MAX_BODY_BYTES`, 400 for anything but a UTF-8
+      JSON object with a string `question` of valid Unicode.
+  """
   if len(body) > MAX_BODY_BYTES:
     raise RequestError(413, f"Request body over {MAX_BODY_BYTES} bytes.")
   try:
     request = json.loads(body.decode("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise RequestError(400, f"The body must be a JSON object: {e}") from e
+  except (UnicodeDecodeError, ValueError) as e:  # ValueError: JSON, over-long integers
+    raise RequestError(400, f"The body must be a JSON object: {e}") from None
+  except RecursionError:
+    raise RequestError(400, "The body must be a JSON object: nested too deeply.") from None
   if not isinstance(request, dict) or not isinstance(request.get("question"), str):
     raise RequestError(400, 'The body must be a JSON object {"question": "<text>"}.')
-  return request["question"]
+  question = request["question"]
+  try:
+    question.encode("utf-8")
+  except UnicodeEncodeError:
+    raise RequestError(400, "The question is not valid Unicode (a lone surrogate).") from None
+  return question
 
 
-def make_handler(answerer: Answerer, web_path: str):
-  """The request handler class bound to an answerer and a static directory."""
+def read_body(environ: Dict[str, Any]) -> bytes:
+  """The request body, reading at most `MAX_BODY_BYTES` + 1 bytes.
 
-  class Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "orqa-demo/1.0"
+  Raises:
+    RequestError: 413 when the declared or the actual length is over the limit, 400 for
+      a malformed Content-Length.
+  """
+  declared = environ.get("CONTENT_LENGTH") or "0"
+  if not declared.isdigit():
+    raise RequestError(400, f"Invalid Content-Length {declared!r}.")
+  if int(declared) > MAX_BODY_BYTES:
+    raise RequestError(413, f"Request body over {MAX_BODY_BYTES} bytes.")
+  body = environ["wsgi.input"].read(min(int(declared), MAX_BODY_BYTES + 1))
+  if len(body) > MAX_BODY_BYTES:
+    raise RequestError(413, f"Request body over {MAX_BODY_BYTES} bytes.")
+  return body
 
-    def log_message(self, fmt, *args):  # pylint: disable=arguments-differ
-      logging.info("%s %s", self.address_string(), fmt % args)
 
-    def _send(self, status: int, body: bytes, content_type: str):
-      self.send_response(status)
-      self.send_header("Content-Type", content_type)
-      self.send_header("Content-Length", str(len(body)))
-      self.send_header("Cache-Control", "no-store")
-      self.end_headers()
-      self.wfile.write(body)
+def _response(start_response, status: int, body: bytes, content_type: str) -> List[bytes]:
+  reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Payload Too Large", 500: "Internal Server Error"}.get(status, "Error")
+  start_response(f"{status} {reason}", [
+      ("Content-Type", content_type), ("Content-Length", str(len(body))),
+      ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+  return [body]
 
-    def _send_json(self, status: int, value: Any):
-      self._send(status, json.dumps(value).encode("utf-8"), "application/json; charset=utf-8")
 
-    def _send_file(self, name: str):
-      path = os.path.normpath(os.path.join(web_path, name))
-      if not path.startswith(os.path.normpath(web_path) + os.sep) or not os.path.isfile(path):
-        self._send_json(404, {"error": f"Not found: {self.path}"})
-        return
-      content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-      if content_type.startswith("text/") or content_type.endswith("javascript"):
-        content_type += "; charset=utf-8"
-      with open(path, "rb") as f:
-        self._send(200, f.read(), content_type)
+def _json_response(start_response, status: int, value: Any) -> List[bytes]:
+  return _response(start_response, status, json.dumps(value).encode("utf-8"),
+                   "application/json; charset=utf-8")
 
-    def do_GET(self):  # pylint: disable=invalid-name
-      route = self.path.split("?", 1)[0]
+
+def _static_file(web_path: str, name: str) -> Tuple[bytes, str]:
+  """(bytes, content type) of a file under `web_path`; RequestError 404 otherwise."""
+  root = os.path.normpath(web_path)
+  path = os.path.normpath(os.path.join(root, name))
+  try:
+    inside = path.startswith(root + os.sep) and os.path.isfile(path)
+  except ValueError:  # An embedded NUL byte.
+    inside = False
+  if not inside:
+    raise RequestError(404, f"Not found: /static/{name}")
+  content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+  if content_type.startswith("text/") or content_type.endswith("javascript"):
+    content_type += "; charset=utf-8"
+  with open(path, "rb") as f:
+    return f.read(), content_type
+
+
+def make_app(answerer, web_path: str) -> Callable:
+  """The WSGI app: the page, its static files and POST /api/answer over `answerer`."""
+
+  def application(environ, start_response) -> Iterable[bytes]:
+    method = environ.get("REQUEST_METHOD", "")
+    route = environ.get("PATH_INFO", "")
+    try:
+      if route == "/api/answer":
+        if method != "POST":
+          raise RequestError(405, "Use POST /api/answer.")
+        question = parse_request(read_body(environ))
+        return _json_response(start_response, 200, answerer.answer(question))
+      if method not in ("GET", "HEAD"):
+        raise RequestError(405, f"{method} is not allowed on {route}.")
       if route in ("/", "/index.html"):
-        self._send_file("index.html")
-      elif route.startswith("/static/"):
-        self._send_file(route[len("/static/"):])
-      else:
-        self._send_json(404, {"error": f"Not found: {route}"})
+        return _response(start_response, 200, *_static_file(web_path, "index.html"))
+      if route.startswith("/static/"):
+        return _response(start_response, 200,
+                         *_static_file(web_path, route[len("/static/"):]))
+      raise RequestError(404, f"Not found: {route}")
+    except RequestError as e:
+      return _json_response(start_response, e.status, {"error": str(e)})
+    except Exception as e:  # pylint: disable=broad-except  (the server keeps serving)
+      logging.exception("Answering failed")
+      return _json_response(start_response, 500, {"error": f"{type(e).__name__}: {e}"})
 
-    def do_POST(self):  # pylint: disable=invalid-name
-      if self.path.split("?", 1)[0] != "/api/answer":
-        self._send_json(404, {"error": f"Not found: {self.path}"})
-        return
-      try:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-          raise RequestError(413, f"Request body over {MAX_BODY_BYTES} bytes.")
-        question = parse_request(self.rfile.read(length))
-        self._send_json(200, answerer.answer(question))
-      except RequestError as e:
-        self._send_json(e.status, {"error": str(e)})
-      except Exception as e:  # pylint: disable=broad-except  (the server keeps serving)
-        logging.exception("Answering failed")
-        self._send_json(500, {"error": f"{type(e).__name__}: {e}"})
+  return application
 
-  return Handler
+
+class DemoServer:
+  """A waitress server of a WSGI app with the demo's limits, and a stop for tests.
+
+  Args:
+    application: the WSGI app.
+    host, port: where to listen (port 0: any free port).
+    threads: threads answering requests.
+    max_connections: connections open at once; more wait in the listen backlog.
+    idle_timeout_secs: connections idle this long are closed.
+  """
+
+  def __init__(self, application: Callable, host: str = "127.0.0.1", port: int = 8080,
+               threads: int = 4, max_connections: int = 64, idle_timeout_secs: int = 30):
+    for name, value in (("threads", threads), ("max_connections", max_connections),
+                        ("idle_timeout_secs", idle_timeout_secs)):
+      if value < 1:
+        raise errors.ArgumentError(f"--{name}={value} must be positive.")
+    self._server = waitress_server.create_server(
+        application, host=host, port=port, threads=threads,
+        connection_limit=max_connections, channel_timeout=idle_timeout_secs,
+        cleanup_interval=max(1, min(idle_timeout_secs, 30)),
+        max_request_body_size=SERVER_MAX_BODY_BYTES, max_request_header_size=64 * 1024,
+        asyncore_use_poll=True, expose_tracebacks=False, ident="orqa-demo")
+    self._stopped = threading.Event()
+
+  @property
+  def server_address(self) -> Tuple[str, int]:
+    return self._server.effective_host, int(self._server.effective_port)
+
+  def serve_forever(self) -> None:
+    """Serves until `shutdown()` (or Ctrl-C)."""
+    self._server.run()
+
+  def shutdown(self) -> None:
+    """Stops serving: closes the listening socket and every connection."""
+    if self._stopped.is_set():
+      return
+    self._stopped.set()
+    std_logging.getLogger("waitress").setLevel(std_logging.CRITICAL)
+    server = self._server
+    while server._map:  # pylint: disable=protected-access
+      for dispatcher in list(server._map.values()):  # pylint: disable=protected-access
+        dispatcher.handle_close()
+    server.task_dispatcher.shutdown()
+
+  def server_close(self) -> None:
+    self.shutdown()
 
 
 def make_server(serving_model: str, host: str = "127.0.0.1", port: int = 8080,
-                web_path: Optional[str] = None) -> http.server.ThreadingHTTPServer:
+                web_path: Optional[str] = None, threads: int = 4,
+                max_connections: int = 64, idle_timeout_secs: int = 30) -> DemoServer:
   """Loads and warms up the model, then binds the server (not yet serving)."""
   answerer = Answerer(serving_model)
   answerer.answer("")  # Warm-up, as the original demo.
-  handler = make_handler(answerer, web_path or WEB_DIR)
-  return http.server.ThreadingHTTPServer((host, port), handler)
+  return DemoServer(make_app(answerer, web_path or WEB_DIR), host, port, threads=threads,
+                    max_connections=max_connections, idle_timeout_secs=idle_timeout_secs)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  server = make_server(FLAGS.serving_model, FLAGS.host, FLAGS.port, FLAGS.web_path or None)
-  host, port = server.server_address[:2]
+  server = make_server(FLAGS.serving_model, FLAGS.host, FLAGS.port, FLAGS.web_path or None,
+                       threads=FLAGS.threads, max_connections=FLAGS.max_connections,
+                       idle_timeout_secs=FLAGS.idle_timeout_secs)
+  host, port = server.server_address
   print(f"ORQA demo on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
   try:
     server.serve_forever()
@@ -196,4 +297,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

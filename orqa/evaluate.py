@@ -24,9 +24,11 @@ from absl import flags
 from orqa import block_records
 from orqa import evaluation
 from orqa import jsonl_io
+from realm_tf import cli
+from realm_tf import errors
 
-TEXT_FIELDS = ("retrieved_texts", "block_texts")
-ID_FIELDS = ("block_ids", "retrieved_block_ids")
+TEXT_FIELDS = evaluation.RETRIEVED_TEXT_FIELDS
+ID_FIELDS = evaluation.RETRIEVED_ID_FIELDS
 
 FLAGS = flags.FLAGS
 
@@ -58,7 +60,7 @@ def define_flags():
   flags.DEFINE_string("output", None, "Optional JSON file for the metrics (written atomically).")
 
 
-class PredictionsFormatError(ValueError):
+class PredictionsFormatError(errors.RealmInputError):
   """Predictions whose retrieved blocks cannot be resolved."""
 
 
@@ -77,7 +79,7 @@ def retrieved_texts(predictions: Dict[str, dict], predictions_path: str,
     text_field = next((f for f in TEXT_FIELDS if f in record), None)
     id_field = next((f for f in ID_FIELDS if f in record), None)
     if text_field:
-      texts[question] = [str(t) for t in record[text_field]]
+      texts[question] = list(record[text_field])  # Lists of strings (read_predictions).
     elif id_field:
       ids[question] = record[id_field]
   if ids:
@@ -88,7 +90,8 @@ def retrieved_texts(predictions: Dict[str, dict], predictions_path: str,
     for question, block_ids in ids.items():
       resolved = []
       for block_id in block_ids:
-        if not isinstance(block_id, int) or not 0 <= block_id < len(blocks):
+        if (not isinstance(block_id, int) or isinstance(block_id, bool) or
+            not 0 <= block_id < len(blocks)):
           raise PredictionsFormatError(
               f"{predictions_path}: question {question!r} names block {block_id!r}, "
               f"but {blocks_path} holds blocks 0..{len(blocks) - 1}.")
@@ -104,6 +107,9 @@ def run(references_path: str, predictions_path: str, is_regex: bool = False,
   """Computes (and prints, and optionally writes) every metric the predictions allow."""
   evaluation.check_regex_flag(references_path, is_regex)
   references = evaluation.read_references(references_path, answer_field)
+  if not references:
+    raise errors.InputFileError(references_path, None, "holds no references: nothing to "
+                                "score (an accuracy of 0/0 would mean nothing).")
   predictions = evaluation.read_predictions(predictions_path)
   print(f"Found {len(references)} references in {references_path}")
   print(f"Found {len(predictions)} predictions in {predictions_path}")
@@ -145,4 +151,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["references", "predictions"])
-  app.run(main)
+  cli.run(main)

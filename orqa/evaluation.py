@@ -122,8 +122,22 @@ def read_references(path: str, answer_field: str = "answer") -> Dict[str, List[s
   return references
 
 
+# Retrieved blocks of a prediction: texts (lists of strings) or ids (lists of integers).
+RETRIEVED_TEXT_FIELDS = ("retrieved_texts", "block_texts")
+RETRIEVED_ID_FIELDS = ("block_ids", "retrieved_block_ids")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_predictions(path: str) -> Dict[str, dict]:
-  """{question: prediction record} from a predictions jsonl (later duplicates win)."""
+  """{question: prediction record} from a predictions jsonl (later duplicates win).
+
+  Raises:
+    JsonlFormatError: a record lacks a string question, has a non-string prediction, or
+      retrieved blocks that are not a list of strings (texts) or of integers (ids).
+  """
   predictions = {}
   for line_number, record in jsonl_io.read_jsonl(path):
     question = _required(record, "question", path, line_number)
@@ -132,6 +146,17 @@ def read_predictions(path: str) -> Dict[str, dict]:
     if "prediction" in record and not isinstance(record["prediction"], str):
       raise jsonl_io.JsonlFormatError(path, line_number,
                                       "field 'prediction' must be a string")
+    for field in RETRIEVED_TEXT_FIELDS:
+      value = record.get(field)
+      if field in record and not (isinstance(value, list) and
+                                  all(isinstance(v, str) for v in value)):
+        raise jsonl_io.JsonlFormatError(path, line_number,
+                                        f"field {field!r} must be a list of strings")
+    for field in RETRIEVED_ID_FIELDS:
+      value = record.get(field)
+      if field in record and not (isinstance(value, list) and all(map(_is_int, value))):
+        raise jsonl_io.JsonlFormatError(path, line_number,
+                                        f"field {field!r} must be a list of integers")
     predictions[question] = record
   return predictions
 

@@ -63,6 +63,7 @@ from orqa import jsonl_io
 from orqa import qa_data
 from orqa import span_scorer
 from orqa import training_utils
+from realm_tf import cli
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import export_dirs
@@ -389,4 +390,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

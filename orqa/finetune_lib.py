@@ -4,6 +4,7 @@ Shared by `orqa.finetune` (training, evaluation, best export) and `orqa.predict`
 """
 
 import dataclasses
+import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from absl import logging
@@ -17,6 +18,7 @@ from orqa import modules
 from orqa import orqa_model
 from orqa import qa_data
 from realm_tf.retrieval import block_index
+from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import searchers
 
 # Per-question scalars summed over the global batch by the train step.
@@ -54,7 +56,7 @@ def load_block_records(path: str):
     # One pass over each file (load_block_texts per field would read blocks.tfr twice).
     return block_records.load_raw_block_records(path)
   titles = block_records.load_block_texts(path, "title")
-  if path.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+  if _is_jsonl(path):
     try:
       return titles, block_records.load_block_texts(path, "text")
     except jsonl_io.JsonlFormatError:
@@ -72,6 +74,33 @@ def load_block_index(params: ModelParams, num_neighbors: int) -> orqa_model.Bloc
   return orqa_model.BlockIndex(block_emb, titles, bodies, params.searcher, num_neighbors)
 
 
+def _is_jsonl(path: str) -> bool:
+  return path.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz"))
+
+
+def check_block_records(params: ModelParams, retriever_tokenizer) -> None:
+  """Refuses block records that do not belong to the retriever module's index.
+
+  For retrieval-corpus shards (a realm_tf build), the corpus must be the one the
+  module's `encoded/encoded.ckpt` embeds (the fingerprint in its `index_corpus.json`)
+  and tokenized with the module's vocabulary (the manifest's vocabulary hash). A jsonl
+  or the original raw `blocks.tfr` carries neither; the block count is still checked
+  where the index is built.
+
+  Raises:
+    CorpusMismatchError: the index was built from another corpus or order.
+    VocabMismatchError: the corpus was tokenized with another vocabulary.
+  """
+  path = params.block_records_path
+  if _is_jsonl(path) or block_records.is_raw_block_records(path):
+    return
+  corpus = corpus_reader.open_corpus(path)
+  corpus.check_vocab(retriever_tokenizer.vocab_path,
+                     f"the vocabulary of the retriever module {params.retriever_module_path}")
+  corpus.check_index(os.path.dirname(block_index.checkpoint_prefix(
+      params.retriever_module_path)))
+
+
 def build_model(params: ModelParams, strategy: tf.distribute.Strategy,
                 num_neighbors: Optional[int] = None,
                 index: Optional[orqa_model.BlockIndex] = None) -> orqa_model.OrqaModel:
@@ -81,6 +110,8 @@ def build_model(params: ModelParams, strategy: tf.distribute.Strategy,
     index = load_block_index(params, num_neighbors or config.retrieval_beam_size)
   with strategy.scope():
     tower, retriever_tokenizer = modules.load_embedder_module(params.retriever_module_path)
+  check_block_records(params, retriever_tokenizer)
+  with strategy.scope():
     reader, reader_tokenizer = modules.build_reader(modules.BertSource(
         path=params.reader_module_path, preset=params.reader_preset,
         vocab_path=params.reader_vocab_path, do_lower_case=params.reader_do_lower_case,

@@ -41,6 +41,7 @@ import tf_keras
 
 from orqa import modules
 from orqa import training_utils
+from realm_tf import cli
 from realm_tf import refresh
 from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.ict import training as ict_training
@@ -146,7 +147,8 @@ def encode_export(model_dir: str, retrieval_corpus: str, tokenizer, block_seq_le
       num_neighbors=num_neighbors)
   refresher = refresh.Refresher(model_dir, retrieval_corpus, options, strategy=strategy)
   options.num_neighbors = min(num_neighbors, refresher.num_blocks)
-  encoded = refresher.refresh_once()
+  with refresher.lock(wait_secs=0):  # A refresh job on this model_dir would race.
+    encoded = refresher.refresh_once()
   if encoded is None:
     raise RuntimeError(f"No tf_hub export in {model_dir} newer than its encoded exports.")
   logging.info("Retriever module with its index: %s", os.path.join(encoded, MODULE_NAME))
@@ -203,4 +205,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -13,15 +13,12 @@ from typing import Any, Dict, Iterable, Iterator, Tuple
 
 import tensorflow as tf
 
+from realm_tf import errors
 
-class JsonlFormatError(ValueError):
-  """A malformed line of a jsonl file. Names the file and the 1-based line number."""
 
-  def __init__(self, path: str, line_number: int, reason: str):
-    super().__init__(f"{path}:{line_number}: {reason}")
-    self.path = path
-    self.line_number = line_number
-    self.reason = reason
+# A malformed line of a jsonl file, naming the file and the 1-based line number (the
+# corpus builders raise the same class as `CorpusFormatError`).
+JsonlFormatError = errors.InputFileError
 
 
 def read_jsonl(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:

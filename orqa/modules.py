@@ -23,6 +23,7 @@ from absl import logging
 import tensorflow as tf
 import tensorflow_hub as hub
 
+from realm_tf import errors
 from realm_tf.modeling import architecture
 from realm_tf.modeling import encoders
 from realm_tf.modeling import hf_bert
@@ -32,7 +33,7 @@ from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.tokenization import Tokenizer
 
 
-class ModuleError(ValueError):
+class ModuleError(errors.RealmInputError):
   """A module path or flag combination that cannot be used."""
 
 

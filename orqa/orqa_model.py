@@ -37,6 +37,7 @@ from orqa import ops
 from orqa import span_scorer as span_scorer_lib
 from orqa import spans
 from orqa import titled_reader_features
+from realm_tf import errors
 from realm_tf.featurization import bert_format
 from realm_tf.retrieval import searchers
 
@@ -63,7 +64,7 @@ class OrqaConfig:
     return dataclasses.asdict(self)
 
 
-class BlockIndexError(ValueError):
+class BlockIndexError(errors.RealmInputError):
   """Block embeddings and block texts that do not match."""
 
 

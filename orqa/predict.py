@@ -34,6 +34,8 @@ from orqa import finetune_lib
 from orqa import jsonl_io
 from orqa import qa_data
 from orqa import training_utils
+from realm_tf import cli
+from realm_tf import errors
 from realm_tf.retrieval import export_dirs
 
 FLAGS = flags.FLAGS
@@ -99,27 +101,69 @@ def load_predictor(model_dir: str, strategy, num_retrieved: int, checkpoint_path
                                                retrieval_beam_size=beam)
 
 
+def read_questions(dataset_path: str):
+  """The records of a questions jsonl, each with a string `question` of valid Unicode.
+
+  Raises:
+    QADataError: names the file and line of a record without one.
+  """
+  records = []
+  for line_number, record in jsonl_io.read_jsonl(dataset_path):
+    question = record.get("question")
+    if not isinstance(question, str):
+      raise qa_data.QADataError(dataset_path, line_number, "field 'question' must be a string")
+    try:
+      question.encode("utf-8")
+    except UnicodeEncodeError:
+      raise qa_data.QADataError(dataset_path, line_number, "field 'question' is not valid "
+                                "Unicode (a lone surrogate)") from None
+    records.append(record)
+  return records
+
+
+# What a blank question gets, as the serving model answers it: no answer, no blocks.
+_NO_ANSWER = dict(prediction="", score=None, predicted_block_id=-1, block_ids=[],
+                  block_titles=[])
+
+
 def predict(model_dir: str, dataset_path: str, predictions_path: str, batch_size: int = 16,
             num_retrieved: int = 100, write_retrieved_texts: bool = False,
             checkpoint_path=None, strategy=None, print_samples: bool = False) -> int:
-  """Writes the predictions file; returns the number of questions."""
+  """Writes the predictions file; returns the number of questions.
+
+  A blank question gets the empty prediction (score null, no retrieved blocks), as the
+  serving model answers it.
+
+  Raises:
+    ArgumentError: `batch_size` or `num_retrieved` is not positive, or `batch_size` is
+      not a multiple of the replicas.
+    QADataError: a record without a string question of valid Unicode (file and line).
+  """
   strategy = strategy or tf.distribute.get_strategy()
+  for name, value in (("batch_size", batch_size), ("num_retrieved", num_retrieved)):
+    if value < 1:
+      raise errors.ArgumentError(f"--{name}={value} must be positive.")
   if batch_size % strategy.num_replicas_in_sync:
-    raise ValueError(f"batch_size={batch_size} is not a multiple of the "
-                     f"{strategy.num_replicas_in_sync} replicas.")
-  records = [record for _, record in jsonl_io.read_jsonl(dataset_path)]
-  for i, record in enumerate(records):
-    if not isinstance(record.get("question"), str):
-      raise qa_data.QADataError(dataset_path, i + 1, "field 'question' must be a string")
+    raise errors.ArgumentError(f"--batch_size={batch_size} is not a multiple of the "
+                               f"{strategy.num_replicas_in_sync} replicas.")
+  records = read_questions(dataset_path)
+  asked = [i for i, r in enumerate(records) if r["question"].strip()]
   model, predict_step = load_predictor(model_dir, strategy, num_retrieved, checkpoint_path)
-  examples = [qa_data.QAExample(r["question"], []) for r in records]
+  examples = [qa_data.QAExample(records[i]["question"], []) for i in asked]
   start = time.monotonic()
-  results = finetune_lib.run_predictions(predict_step, strategy, examples, batch_size,
-                                         log_every=50)
+  results = [None] * len(records)
+  if examples:
+    for i, result in zip(asked, finetune_lib.run_predictions(
+        predict_step, strategy, examples, batch_size, log_every=50)):
+      results[i] = result
   titles = model.index.titles.numpy()
   bodies = model.index.bodies.numpy() if write_retrieved_texts else None
   outputs = []
   for i, (record, result) in enumerate(zip(records, results)):
+    if result is None:
+      outputs.append(dict(record, **_NO_ANSWER,
+                          **({"retrieved_texts": []} if bodies is not None else {})))
+      continue
     ids = [int(b) for b in result["block_ids"][:num_retrieved] if b >= 0]
     output = dict(record, prediction=result["answer"], score=float(result["score"]),
                   predicted_block_id=int(result["predicted_block_id"]), block_ids=ids,
@@ -129,6 +173,8 @@ def predict(model_dir: str, dataset_path: str, predictions_path: str, batch_size
     outputs.append(output)
     if print_samples and (i & (i - 1)) == 0:
       logging.info("[%d] %s -> %s", i, record["question"], result["answer"])
+  if not records:
+    logging.warning("%s holds no questions.", dataset_path)
   jsonl_io.write_jsonl(predictions_path, outputs)
   elapsed = time.monotonic() - start
   logging.info("Wrote %d predictions to %s (%.1f questions/s).", len(outputs),
@@ -146,4 +192,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

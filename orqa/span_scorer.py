@@ -30,13 +30,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from realm_tf import errors
+
 # The original's span LayerNorm: Keras' LayerNormalization() default (orqa_model.py).
 LAYER_NORM_EPSILON = 1e-3
 WEIGHT_NAMES = ("span_projection/kernel", "span_projection/bias", "span_layer_norm/gamma",
                 "span_layer_norm/beta", "span_logits/kernel", "span_logits/bias")
 
 
-class SpanWeightsError(ValueError):
+class SpanWeightsError(errors.RealmInputError):
   """Span scorer weights (e.g. a converted `span_scorer.npz`) that do not fit a scorer."""
 
 

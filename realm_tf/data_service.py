@@ -12,12 +12,13 @@ Workers read the index and the corpora from the paths in the pipeline, so they n
 same file system view (e.g. GCS) as the trainer, as the original generators did.
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 import tensorflow as tf
+
+from realm_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -63,4 +64,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flag_as_required("mode")
-  app.run(main)
+  cli.run(main)

@@ -29,16 +29,18 @@ from absl import logging
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from realm_tf import cli
 from realm_tf import sample_data
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
 from realm_tf.modeling import architecture
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.weights import load_pretrained_realm
-from realm_tf.retrieval import answer_recall, corpus_reader, searchers
+from realm_tf.retrieval import answer_recall, block_index, searchers
 from realm_tf.tokenization import Tokenizer
 from realm_tf.ict import training as ict_training
-from realm_tf.training import inline_refresh, initial_index, sample_setup, strategies
+from realm_tf.training import corpora, inline_refresh, initial_index, sample_setup, strategies
+from realm_tf.training import model_dir as model_dir_lib
 from realm_tf.training import warm_start
 from realm_tf.training.trainer import Trainer
 
@@ -49,9 +51,11 @@ def define_flags():
   """Defines the command-line flags (only when run as a program: tests import this
   module beside other entry points)."""
   flags.DEFINE_string("model_dir", None, "Checkpoints, exports, logs and config.json.")
-  flags.DEFINE_string("pretrain_corpus_path", None, "Glob of the pre-training shards "
+  flags.DEFINE_string("pretrain_corpus_path", None, "Pre-training corpus: the builder's "
+                      "--output_prefix, its .manifest.json or a glob of its shard names "
                       "(default: the sample corpus, built under model_dir/data).")
-  flags.DEFINE_string("retrieval_corpus_path", None, "Glob of the retrieval-corpus shards.")
+  flags.DEFINE_string("retrieval_corpus_path", None, "Retrieval corpus: the builder's "
+                      "--output_prefix, its .manifest.json or a glob of its shard names.")
   flags.DEFINE_string("vocab_path", None, "BERT vocab (default: the sample vocab).")
   flags.DEFINE_boolean("do_lower_case", True, "Uncased tokenization.")
   flags.DEFINE_integer("eval_shards", None, "First sorted pre-training shards used for eval "
@@ -206,6 +210,9 @@ def main(argv):
   defaults = SAMPLE_DEFAULTS if sample else ORIGINAL_DEFAULTS
   tf.random.set_seed(FLAGS.tf_random_seed)
   config = build_config(sample, vocab_path)
+  model_dir_lib.prepare(model_dir, config)  # One trainer, the same model, no leftovers.
+  # Both corpora checked before anything is written: the vocabulary, every shard whole.
+  pretrain_paths, retrieval = corpora.open_corpora(pretrain_glob, retrieval_glob, vocab_path)
   config.save(model_dir)  # config.json: the refresh job rebuilds its featurizer from it
 
   strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu)
@@ -213,13 +220,12 @@ def main(argv):
   featurizer = Featurizer(config.query_seq_len, config.candidate_seq_len,
                           config.num_candidates, config.max_masks, tokenizer,
                           config.separate_candidate_segments)
-  eval_paths, train_paths = split_shards(corpus_reader.list_shards(pretrain_glob),
-                                         _flag("eval_shards", defaults))
-  retrieval_paths = corpus_reader.list_shards(retrieval_glob)
+  eval_paths, train_paths = split_shards(pretrain_paths, _flag("eval_shards", defaults))
+  retrieval_paths = retrieval.shard_paths
   common = dict(model_dir=model_dir, retrieval_paths=retrieval_paths, featurizer=featurizer,
                 retrieval_batch_size=_flag("retrieval_batch_size", defaults),
                 data_service=FLAGS.data_service, seed=FLAGS.tf_random_seed,
-                searcher=FLAGS.searcher)
+                searcher=FLAGS.searcher, corpus_fingerprint=retrieval.fingerprint)
   train_stream = ExampleStream(
       pretrain_paths=train_paths, batch_size=config.batch_size, training=True,
       shards_per_pass=_flag("num_shards_per_mips_refresh", defaults), **common)
@@ -258,9 +264,12 @@ def main(argv):
       warm_start.ict_warm_start(trainer.model, tokenizer, featurizer, ict_config, model_dir,
                                 train_paths, eval_paths, retrieval_paths, strategy,
                                 zero_shot)
+  if FLAGS.initial_embedder_module:  # Given, not ours to re-embed: refused if stale.
+    retrieval.check_index(os.path.dirname(block_index.checkpoint_prefix(
+        FLAGS.initial_embedder_module)))
   initial = FLAGS.initial_embedder_module or initial_index.build_initial_embedder_module(
       trainer.model, tokenizer, featurizer, retrieval_paths,
-      os.path.join(model_dir, "initial_embedder"))
+      os.path.join(model_dir, "initial_embedder"), corpus_info=retrieval.describe())
   train_stream.initial_embedder = eval_stream.initial_embedder = initial
 
   done_path = os.path.join(model_dir, "TRAINING_DONE")
@@ -270,9 +279,14 @@ def main(argv):
     refresh.start()
   try:
     trainer.train()
-  except BaseException:
+  except BaseException as e:
     if refresh:
       refresh.terminate()
+    if isinstance(e, (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+                      UnicodeDecodeError)):
+      bad = corpora.name_read_error(pretrain_paths, retrieval_paths)  # Shard and record.
+      if bad is not None:
+        raise bad from e
     raise
   with open(done_path + ".tmp", "w", encoding="utf-8") as f:
     f.write("done\n")
@@ -287,4 +301,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flag_as_required("model_dir")
-  app.run(main)
+  cli.run(main)

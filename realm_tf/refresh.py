@@ -1,7 +1,7 @@
 r"""The index refresher: re-embeds the corpus with each new embedder export (spec 5.1, 7.4).
 
   python -m realm_tf.refresh --model_dir=model_dir \
-      --retrieval_corpus_path='blocks.tfr-*-of-*' [--searcher=scann|brute_force] \
+      --retrieval_corpus_path=data/blocks [--searcher=scann|brute_force] \
       [--start_at_step=0] [--poll_interval_secs=30] [--once]
 
 Loop: find the newest `export/tf_hub/<ts>` that has `global_step.txt` with a step >=
@@ -18,7 +18,14 @@ pending export, if any, and exits.
 Crash safety: a snapshot becomes visible only by the final rename, so a SIGKILL at any
 moment never leaves a partial `encoded/<ts>`. On start, every stale `temp/<ts>` is
 cleaned of this job's outputs and moved back to `tf_hub/<ts>`, so no export is lost and
-the newest one is embedded again.
+the newest one is embedded again. Each task holds an exclusive lock on
+`model_dir/refresh-<task>.lock` while it runs (`--lock_wait_secs`): a second job on the
+same model_dir waits, then exits with a message naming the running one. With
+`--parent_pid` (set by the trainer's inline refresh) the job exits when that process dies.
+
+Every index records the corpus it embeds (`embedder/encoded/index_corpus.json`); the job
+refuses a corpus tokenized with another vocabulary than its own (the corpus manifest
+records the vocabulary's SHA-256).
 
 Several workers (`--num_tasks`, `--task_index`) split the shards into contiguous ranges.
 Task 0 (the chief) stages and commits; each other task waits for a staged export, embeds
@@ -35,11 +42,13 @@ import time
 from typing import Any, Dict, List, Optional
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
-from absl import app
 from absl import flags
 from absl import logging
 import tensorflow as tf
 
+from realm_tf import cli
+from realm_tf import locks
+from realm_tf import processes
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
@@ -129,13 +138,18 @@ class Refresher:
     self.options = options
     self.strategy = strategy
     self.corpus_pattern = retrieval_corpus_path
-    self.shard_paths = corpus_reader.list_shards(retrieval_corpus_path)
-    self.counts, self.corpus_manifest = corpus_reader.shard_counts(self.shard_paths)
-    self.num_blocks = int(sum(self.counts))
+    self.corpus = corpus_reader.open_corpus(retrieval_corpus_path)
+    self.shard_paths = self.corpus.shard_paths
+    self.counts, self.corpus_manifest = self.corpus.counts, self.corpus.manifest_path
+    self.num_blocks = self.corpus.num_blocks
     if self.num_blocks < 1:
       raise corpus_reader.CorpusError(f"The shards {retrieval_corpus_path!r} hold no blocks")
-    self.fingerprint = corpus_reader.corpus_fingerprint(self.shard_paths, self.counts,
-                                                        self.corpus_manifest)
+    # Before any work: token ids of another vocabulary would embed the wrong words.
+    self.corpus.check_vocab(options.vocab_path, "the refresh job's vocab_path "
+                            f"(from {os.path.join(self.model_dir, CONFIG_FILENAME)} or "
+                            "--vocab_path)")
+    self.corpus.verify_sizes()
+    self.fingerprint = self.corpus.fingerprint
     self.featurizer = corpus_embedding.featurizer_for_documents(
         options.vocab_path, options.candidate_seq_len, options.do_lower_case,
         options.separate_candidate_segments)
@@ -272,7 +286,7 @@ class Refresher:
 
     mark = time.monotonic()
     prefix = block_index.checkpoint_prefix(os.path.join(staged, encoded_export.EMBEDDER_DIR))
-    block_index.write_block_emb(prefix, block_emb)
+    block_index.write_block_emb(prefix, block_emb, corpus_info=self.corpus.describe())
     timings["write_block_emb_secs"] = time.monotonic() - mark
     pause_point("block_emb_written")
 
@@ -370,8 +384,18 @@ class Refresher:
 
   # ---------------------------------------------------------------- loop
 
+  def lock(self, wait_secs: Optional[float] = 0.0):
+    """The exclusive lock of this task on the model_dir (a context manager)."""
+    path = os.path.join(self.model_dir, f"refresh-{self.options.task_index}.lock")
+    return locks.exclusive_lock(
+        path, f"The refresh job (task {self.options.task_index}) of {self.model_dir}",
+        wait_secs=wait_secs)
+
   def run(self, once: bool = False) -> List[str]:
-    """The refresh loop; returns the committed `encoded/<ts>` dirs (chief)."""
+    """The refresh loop; returns the committed `encoded/<ts>` dirs (chief).
+
+    Call it holding `lock()`.
+    """
     committed = []
     if self.is_chief:
       self.recover()
@@ -412,7 +436,8 @@ def define_flags():
                        "strategy uses all cores of the TPU).")
   flags.DEFINE_integer("predict_batch_size", 256, "Global embedding batch size.")
   flags.DEFINE_integer("start_at_step", 0, "Ignore exports from earlier steps.")
-  flags.DEFINE_string("retrieval_corpus_path", None, "Glob of the retrieval-corpus shards.")
+  flags.DEFINE_string("retrieval_corpus_path", None, "Retrieval corpus: the builder's "
+                      "--output_prefix, its .manifest.json or a glob of its shard names.")
   flags.DEFINE_enum("searcher", searchers.SCANN, list(searchers.SEARCHER_TYPES),
                     "The searcher saved with each index (ScaNN falls back to brute force "
                     "when scann cannot be imported).")
@@ -433,6 +458,9 @@ def define_flags():
   flags.DEFINE_integer("scann_num_leaves_to_search", None, "Default: ceil(leaves / 10).")
   flags.DEFINE_integer("scann_reorder_num_neighbors", None,
                        "Exact reordering of the best N (0: none). Default: 100.")
+  flags.DEFINE_float("lock_wait_secs", 120.0, "How long to wait for another refresh job "
+                     "of the same model_dir and task to exit before giving up.")
+  flags.DEFINE_integer("parent_pid", None, "Exit when this process (the trainer) dies.")
   flags.mark_flags_as_required(["model_dir", "retrieval_corpus_path"])
 
 
@@ -450,6 +478,7 @@ def make_strategy() -> tf.distribute.Strategy:
 
 def main(argv):
   del argv  # Unused.
+  processes.watch_parent(FLAGS.parent_pid)
   scann_params = {"num_leaves": FLAGS.scann_num_leaves,
                   "num_leaves_to_search": FLAGS.scann_num_leaves_to_search,
                   "reorder_num_neighbors": FLAGS.scann_reorder_num_neighbors}
@@ -466,9 +495,10 @@ def main(argv):
       num_tasks=FLAGS.num_tasks)
   refresher = Refresher(FLAGS.model_dir, FLAGS.retrieval_corpus_path, options,
                         strategy=make_strategy())
-  refresher.run(once=FLAGS.once)
+  with refresher.lock(wait_secs=FLAGS.lock_wait_secs):
+    refresher.run(once=FLAGS.once)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

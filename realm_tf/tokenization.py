@@ -43,6 +43,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from realm_tf import errors
+
 Token = collections.namedtuple("Token", ["text", "start", "stop", "id"])
 Token.__doc__ = """A wordpiece: its vocab string, UTF-8 byte offsets [start, stop) into the
 original text (-1 when not computed) and its vocab id."""
@@ -73,7 +75,7 @@ _REMOVED_CHARS = r"[\x{0}\x{FFFD}\p{Cc}\p{Cf}]"
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-class TokenizationError(ValueError):
+class TokenizationError(errors.RealmInputError):
   """A text cannot be tokenized (e.g. it is not valid UTF-8)."""
 
 

@@ -13,13 +13,13 @@ import os
 import tempfile
 from typing import Iterable, List
 
-from absl import app
 from absl import flags
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 import tensorflow as tf
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
+from realm_tf import cli
 from realm_tf.tokenization import SPECIAL_TOKENS
 
 FLAGS = flags.FLAGS
@@ -80,4 +80,4 @@ def main(argv):
 if __name__ == "__main__":
   define_flags()
   flags.mark_flags_as_required(["input", "output"])
-  app.run(main)
+  cli.run(main)

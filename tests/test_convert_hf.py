@@ -6,6 +6,8 @@ import realm_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,8 +17,9 @@ from safetensors.numpy import save_file
 from export import convert
 from export import converted
 from export.weight_assign import ConversionError, UnsupportedFormatError
+from realm_tf import errors
 from realm_tf.retrieval import block_index
-from tests.conftest import shared_path
+from tests.conftest import REPO_ROOT, shared_path
 from tests.test_convert_common import (IDS, MASK, POSITIONS, PROJ, SEGMENTS, SPAN, TINY,
                                        keras_inputs, np_bert, np_mlm, np_projection,
                                        np_span, random_bert, random_projection, random_span,
@@ -287,3 +290,31 @@ def test_hf_realm_scorer_with_its_own_query_tower(tmp_path):
                              _expected_embedding(doc, doc_proj), atol=ATOL)
   np.testing.assert_allclose(models.query_embedder(keras_inputs()).numpy(),
                              _expected_embedding(query, query_proj), atol=ATOL)
+
+
+def test_corrupt_config_or_weights_name_the_file_in_one_line(tmp_path):
+  rng = np.random.default_rng(9)
+  state = hf_names(random_bert(rng), "bert.")
+  config = dict(TINY, model_type="bert", hidden_act="gelu", layer_norm_eps=1e-12)
+  folder = write_hf_folder(str(tmp_path / "hf"), config, state)
+  weights = os.path.join(folder, "model.safetensors")
+  data = open(weights, "rb").read()
+  with open(weights, "wb") as f:  # Truncated: a SafetensorError naming no file before.
+    f.write(data[:len(data) // 2])
+  with pytest.raises(errors.InputFileError, match="not a valid safetensors file") as info:
+    convert.read_input("hf_bert", folder)
+  assert info.value.path == weights
+  config_path = os.path.join(folder, "config.json")
+  with open(config_path, "w") as f:  # A JSONDecodeError naming no file before.
+    f.write('{"hidden_size": 64,\n "vocab_size": ')
+  with pytest.raises(errors.InputFileError, match="not valid JSON") as info:
+    convert.read_input("hf_bert", folder)
+  assert info.value.path == config_path and info.value.line_number == 2
+  result = subprocess.run(
+      [sys.executable, "-m", "export.convert", "--from=hf_bert", f"--input={folder}",
+       f"--output={tmp_path / 'out'}"], cwd=REPO_ROOT, capture_output=True, text=True,
+      check=False)
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"InputFileError: {config_path}:2: not valid JSON")
+  assert not os.path.exists(tmp_path / "out")

@@ -10,6 +10,7 @@ import pytest
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.corpus import io as corpus_io
+from realm_tf.corpus import manifest as manifest_lib
 
 GOOD = {"id": "g", "title": "Paris", "text": "Paris is a city in France."}
 
@@ -63,22 +64,31 @@ def test_bad_record_names_file_and_line(tmp_path, tiny_vocab_path, builder, case
   assert result.counters["bad_records_skipped"] == 1
 
 
+def tree(root):
+  """{relative path: bytes} of every file under root."""
+  out = {}
+  for directory, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(directory, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, root)] = f.read()
+  return out
+
+
 def test_failed_build_keeps_the_previous_corpus(tmp_path, tiny_vocab_path):
   good = write_lines(tmp_path / "good.jsonl", [_good_line(0), _good_line(1)])
   bad = write_lines(tmp_path / "bad.jsonl", [_good_line(0), b"{"])
   prefix = str(tmp_path / "out" / "blocks")
   build_retrieval_corpus.build(good, prefix, tiny_vocab_path, num_shards=2)
-  before = {n: open(os.path.join(tmp_path, "out", n), "rb").read()
-            for n in os.listdir(tmp_path / "out")}
+  before = tree(tmp_path / "out")
   with pytest.raises(corpus_io.CorpusFormatError):
     build_retrieval_corpus.build(bad, prefix, tiny_vocab_path, num_shards=2)
-  after = {n: open(os.path.join(tmp_path, "out", n), "rb").read()
-           for n in os.listdir(tmp_path / "out")}
-  assert after == before
-  # A new build with fewer shards replaces the old shards entirely.
+  assert tree(tmp_path / "out") == before
+  # A new build with fewer shards replaces the old corpus entirely.
   build_retrieval_corpus.build(good, prefix, tiny_vocab_path, num_shards=1)
-  assert sorted(os.listdir(tmp_path / "out")) == ["blocks-00000-of-00001",
-                                                  "blocks.manifest.json"]
+  assert sorted(os.listdir(tmp_path / "out")) == ["blocks.builds", "blocks.manifest.json"]
+  assert [os.path.basename(p) for p in manifest_lib.resolve(prefix).shard_paths] == [
+      "blocks-00000-of-00001"]
 
 
 def _annotation(doc_id, ents, sents=None):
@@ -161,6 +171,6 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path):
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
       capture_output=True, text=True)
   assert proc.returncode == 1
-  assert f"CorpusFormatError: {src}:2: missing field 'text'" in proc.stderr
+  assert f"InputFileError: {src}:2: missing field 'text'" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert os.listdir(tmp_path / "out") == []

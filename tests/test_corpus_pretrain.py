@@ -1,6 +1,5 @@
 """Tests of `realm_tf.corpus.build_pretrain_corpus` (spec 1.1) and its annotators."""
 
-import glob
 import json
 import os
 
@@ -9,6 +8,7 @@ import realm_tf  # pylint: disable=unused-import
 import pytest
 import tensorflow as tf
 
+from realm_tf.corpus import manifest as manifest_lib
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import spans as spans_lib
 from realm_tf import sample_data
@@ -18,7 +18,7 @@ TEXT = "Antonín Dvořák was born in Nelahozeves. He visited Zürich in 1890."
 
 
 def read_examples(prefix):
-  paths = sorted(glob.glob(prefix + "-*-of-*"))
+  paths = manifest_lib.resolve(prefix).shard_paths  # Through the manifest, in order.
   ds = tf.data.TFRecordDataset(paths, compression_type="GZIP")
   return [tf.train.Example.FromString(r.numpy()) for r in ds]
 
@@ -71,8 +71,9 @@ def test_rules_annotator_non_ascii_byte_offsets(tmp_path):
       "Antonín Dvořák was born in Nelahozeves.", "He visited Zürich in 1890."]
   assert decoded(example, "span") == ["Antonín Dvořák", "Nelahozeves", "Zürich", "1890"]
   assert result.counters["passages_dropped_without_spans"] == 1
-  assert sorted(os.listdir(tmp_path / "out")) == [
-      "pretrain-00000-of-00002", "pretrain-00001-of-00002", "pretrain.manifest.json"]
+  assert sorted(os.listdir(tmp_path / "out")) == ["pretrain.builds", "pretrain.manifest.json"]
+  assert [os.path.basename(p) for p in manifest_lib.resolve(prefix).shard_paths] == [
+      "pretrain-00000-of-00002", "pretrain-00001-of-00002"]
   with open(prefix + ".manifest.json") as f:
     manifest = json.load(f)
   assert manifest["count"] == 1
@@ -115,10 +116,11 @@ def test_sample_corpus_invariants_and_worker_determinism(tmp_path):
   assert result.num_records == sample_data.num_passages()
   for example in read_examples(prefixes[0]):
     check_invariants(example)
-  for shard in range(6):
-    with open(f"{prefixes[0]}-{shard:05d}-of-00006", "rb") as a:
-      with open(f"{prefixes[1]}-{shard:05d}-of-00006", "rb") as b:
-        assert a.read() == b.read()
+  shards = [manifest_lib.resolve(p).shard_paths for p in prefixes]
+  assert len(shards[0]) == 6
+  for name_a, name_b in zip(*shards):
+    with open(name_a, "rb") as a, open(name_b, "rb") as b:
+      assert a.read() == b.read()
 
 
 def test_eval_shards_must_leave_a_train_split(tmp_path):

@@ -1,6 +1,5 @@
 """Tests of `realm_tf.corpus.build_retrieval_corpus` (spec 1.2-1.4)."""
 
-import glob
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from realm_tf import tokenization
+from realm_tf.corpus import manifest as manifest_lib
 from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.corpus import records
 from realm_tf.sample_data import PASSAGES_PATH
@@ -20,7 +20,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def read_examples(prefix):
-  paths = sorted(glob.glob(prefix + "-*-of-*"))
+  paths = manifest_lib.resolve(prefix).shard_paths  # Through the manifest, in order.
   ds = tf.data.TFRecordDataset(paths, compression_type="GZIP")
   return [tf.train.Example.FromString(r.numpy()) for r in ds]
 
@@ -66,9 +66,9 @@ def test_passages_mode_features_exactly_as_spec(tmp_path, tiny_vocab_path):
   prefix = str(tmp_path / "out" / "blocks.tfr")
   result = build_retrieval_corpus.build(src, prefix, tiny_vocab_path, num_shards=2)
   assert result.num_records == 3
-  assert sorted(os.listdir(tmp_path / "out")) == [
-      "blocks.tfr-00000-of-00002", "blocks.tfr-00001-of-00002",
-      "blocks.tfr.manifest.json"]
+  assert sorted(os.listdir(tmp_path / "out")) == ["blocks.tfr.builds", "blocks.tfr.manifest.json"]
+  assert [os.path.basename(p) for p in manifest_lib.resolve(prefix).shard_paths] == [
+      "blocks.tfr-00000-of-00002", "blocks.tfr-00001-of-00002"]
   examples = read_examples(prefix)
   tokenizer = tokenization.Tokenizer(tiny_vocab_path)
   for example, row in zip(examples, rows):
@@ -146,9 +146,10 @@ def test_byte_identical_across_worker_counts(tmp_path, tiny_vocab_path):
     build_retrieval_corpus.build(PASSAGES_PATH, prefix, tiny_vocab_path, num_shards=3,
                                  num_workers=workers, chunk_size=16)
     prefixes.append(prefix)
-  for shard in range(3):
-    names = [f"{p}-{shard:05d}-of-00003" for p in prefixes]
-    with open(names[0], "rb") as a, open(names[1], "rb") as b:
+  shards = [manifest_lib.resolve(p).shard_paths for p in prefixes]
+  assert len(shards[0]) == 3
+  for name_a, name_b in zip(*shards):
+    with open(name_a, "rb") as a, open(name_b, "rb") as b:
       assert a.read() == b.read()
 
 
@@ -159,5 +160,6 @@ def test_command_line(tmp_path, tiny_vocab_path):
        f"--input={PASSAGES_PATH}", f"--output_prefix={prefix}",
        f"--vocab_path={tiny_vocab_path}", "--num_shards=2", "--num_workers=1"],
       check=True, cwd=REPO_ROOT, capture_output=True)
-  assert os.path.exists(prefix + "-00001-of-00002")
   assert os.path.exists(prefix + ".manifest.json")
+  (second,) = manifest_lib.resolve(prefix + "-00001-of-*").shard_paths
+  assert os.path.exists(second) and second.endswith("docs.tfr-00001-of-00002")

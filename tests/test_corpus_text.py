@@ -112,3 +112,29 @@ def test_greedy_pack_budget_and_overlong_sentence():
   assert packing.greedy_pack(2, [30, 4, 4], 20) == [[0], [1, 2]]
   assert packing.greedy_pack(2, [4, 30, 4], 20) == [[0], [1], [2]]
   assert packing.greedy_pack(2, [], 20) == []
+
+
+# Texts on which the splitter or the rules were quadratic in the text length (minutes to
+# hours at these sizes); linear, each takes well under a second. The timeout only
+# guards against a regression hanging the suite; it is no speed target (that is
+# bench/corpus_build.py --jobs=pathological).
+PATHOLOGICAL = {
+    "one_long_word": ("a" * 400_000, 1, 0),
+    "run_of_periods": ("Paris. " + "." * 400_000, 1, 1),
+    "run_of_marks": ("!?" * 200_000, 1, 0),
+    "many_sentences": ("Paris is big. " * 30_000, 30_000, 30_000),
+    "many_spans_in_one_sentence": ("Paris and " * 40_000, 1, 40_000),
+    "many_years_in_one_sentence": ("1999 " * 80_000, 1, 80_000),
+    "capitalised_function_words": ("The " * 100_000 + "Paris", 1, 1),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", sorted(PATHOLOGICAL))
+def test_splitter_and_rules_are_linear_on_pathological_texts(case):
+  text, num_sentences, num_spans = PATHOLOGICAL[case]
+  sents = sentences.split_sentences(text)
+  spans = rules.find_salient_spans(text, sents)
+  assert len(sents) == num_sentences
+  assert len(spans) == num_spans
+  assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))

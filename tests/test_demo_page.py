@@ -10,6 +10,7 @@ skipped, saying so, where they are absent.
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import urllib.error
@@ -92,6 +93,45 @@ def test_api_errors_keep_the_server_up(server_url):
     assert b"question-form" in response.read()
   with pytest.raises(urllib.error.HTTPError):
     urllib.request.urlopen(server_url + "/static/../demo.py", timeout=30)
+
+
+def _raw(url, request: bytes, timeout=30) -> int:
+  """Sends raw bytes to the server; returns the HTTP status of its answer."""
+  host, port = url.rsplit("/", 1)[-1].split(":")
+  with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    sock.sendall(request)
+    answer = b""
+    while b"\r\n" not in answer:
+      chunk = sock.recv(4096)
+      if not chunk:
+        break
+      answer += chunk
+  return int(answer.split(b" ", 2)[1])
+
+
+MALFORMED = {
+    "negative_length": b"POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "length_not_a_number": (b"POST /api/answer HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: abc\r\n\r\n{}"),
+    "body_without_length": (b"POST /api/answer HTTP/1.1\r\nHost: x\r\nConnection: close"
+                            b"\r\n\r\n" + json.dumps({"question": "where"}).encode()),
+    "lone_surrogate": b'{"question": "where is \\ud800 paris"}',
+    "deeply_nested": b"[" * 30000 + b"]" * 30000,
+    "huge_integer": b'{"question": "x", "n": ' + b"9" * 20000 + b"}",
+    "wrong_method": b"PUT /api/answer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_every_malformed_request_gets_a_4xx(server_url, case):
+  request = MALFORMED[case]
+  if not request.startswith((b"POST ", b"PUT ")):  # A body: send it with its length.
+    request = (b"POST /api/answer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+               b"\r\nContent-Length: " + str(len(request)).encode() + b"\r\n\r\n" + request)
+  status = _raw(server_url, request)
+  assert 400 <= status < 500, status
+  # The server still answers.
+  assert _post(server_url, json.dumps({"question": "where"}).encode())[0] == 200
 
 
 def _chrome_driver():

@@ -221,3 +221,34 @@ def test_evaluate_cli(tmp_path):
   assert metrics["retrieval"]["top_k_accuracy"] == {"1": pytest.approx(1 / 3),
                                                     "5": pytest.approx(2 / 3)}
   assert metrics["retrieval"]["num_questions"] == 3
+
+
+@pytest.mark.parametrize("record,message", [
+    ({"question": "q1", "retrieved_texts": "Paris is big."}, "'retrieved_texts' must be a "
+     "list of strings"),
+    ({"question": "q1", "block_texts": ["Paris", 3]}, "'block_texts' must be a list of "
+     "strings"),
+    ({"question": "q1", "block_ids": [True, 0]}, "'block_ids' must be a list of integers"),
+    ({"question": "q1", "retrieved_block_ids": "01"}, "must be a list of integers")])
+def test_retrieved_blocks_of_the_wrong_type_name_file_and_line(tmp_path, record, message):
+  # A string was scored character by character; booleans passed as block ids 0 and 1.
+  refs = _write_jsonl(tmp_path / "refs.jsonl", [{"question": "q1", "answer": ["Paris"]}])
+  preds = _write_jsonl(tmp_path / "preds.jsonl", [{"question": "q0", "prediction": "x"},
+                                                  record])
+  with pytest.raises(jsonl_io.JsonlFormatError, match=message) as info:
+    evaluate.run(refs, preds, blocks_path=str(tmp_path / "unused.jsonl"))
+  assert info.value.path == preds and info.value.line_number == 2
+
+
+def test_empty_references_are_an_error(tmp_path):
+  refs = tmp_path / "refs.jsonl"
+  refs.write_text("\n")
+  preds = _write_jsonl(tmp_path / "preds.jsonl", [{"question": "q1", "prediction": "x"}])
+  result = subprocess.run(
+      [sys.executable, "-m", "orqa.evaluate", f"--references={refs}",
+       f"--predictions={preds}"], cwd=conftest.REPO_ROOT, capture_output=True, text=True,
+      check=False)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("InputFileError: ") and str(refs) in last and "no references" in last
+  assert "Traceback" not in result.stderr

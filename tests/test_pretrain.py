@@ -14,6 +14,7 @@ from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream
 from realm_tf.modeling import testing_utils
 from realm_tf.modeling.config import BertConfig
+from realm_tf.retrieval import corpus_reader
 from realm_tf.tokenization import Tokenizer
 from realm_tf import sample_data
 from realm_tf.training import sample_setup
@@ -30,8 +31,8 @@ def _trainer(model_dir, corpora, steps):
       embedder=bert, num_train_steps=steps, batch_size=4, eval_batch_size=4,
       save_checkpoints_steps=2, learning_rate=1e-3)
   featurizer = Featurizer(48, 64, 3, 4, tokenizer)
-  pretrain = sorted(p for p in tf.io.gfile.glob(corpora[0]) if not p.endswith(".json"))
-  retrieval = sorted(p for p in tf.io.gfile.glob(corpora[1]) if not p.endswith(".json"))
+  pretrain = corpus_reader.list_shards(corpora[0])  # Through the corpus manifests.
+  retrieval = corpus_reader.list_shards(corpora[1])
   common = dict(model_dir=model_dir, retrieval_paths=retrieval, featurizer=featurizer,
                 retrieval_batch_size=8)
   train = ExampleStream(pretrain_paths=pretrain[1:], batch_size=4, training=True, **common)

@@ -42,7 +42,7 @@ def test_reader_lists_sorted_shards_and_counts(corpus):
   assert corpus_reader.list_shards(pattern) == corpus["paths"]
   counts, manifest = corpus_reader.shard_counts(corpus["paths"])
   assert counts == [40, 0, 33, 30] and manifest is None
-  with pytest.raises(corpus_reader.CorpusError, match="No retrieval-corpus shards"):
+  with pytest.raises(corpus_reader.CorpusError, match="No corpus shards"):
     corpus_reader.list_shards(str(corpus["root"] / "nothing-*"))
 
 

@@ -23,6 +23,8 @@ from export import serving_text
 from orqa import answer_text
 from orqa import jsonl_io
 from orqa import predict
+from orqa import qa_data
+from realm_tf import errors
 from realm_tf import sample_data
 from realm_tf.tokenization import Tokenizer
 
@@ -152,6 +154,35 @@ def test_malformed_requests(loaded):
     loaded(question=tf.constant([["a"]]))
   # The model still serves after the bad requests.
   assert loaded(question=tf.constant(["where is the eiffel tower"]))["answer"].shape == [1]
+
+
+def test_predict_answers_blank_questions_as_serving_and_names_bad_input(
+    base_dir, serving_dir, loaded, questions, tmp_path):
+  del serving_dir  # Built first: it writes the model too.
+  model_dir = os.path.join(base_dir, "model")
+  dataset = str(tmp_path / "questions.jsonl")
+  jsonl_io.write_jsonl(dataset, [{"question": ""}, {"question": questions[0]},
+                                 {"question": " \t"}])
+  output = str(tmp_path / "predictions.jsonl")
+  predict.predict(model_dir, dataset, output, batch_size=2, num_retrieved=5,
+                  write_retrieved_texts=True)
+  rows = [r for _, r in jsonl_io.read_jsonl(output)]
+  served = loaded(question=tf.constant(["", questions[0], " \t"]))
+  for i in (0, 2):  # As the serving model: no answer, no blocks.
+    assert rows[i]["prediction"] == served["answer"][i].numpy().decode() == ""
+    assert rows[i]["score"] is None and rows[i]["predicted_block_id"] == -1
+    assert rows[i]["block_ids"] == [] and rows[i]["retrieved_texts"] == []
+  assert rows[1]["prediction"] == served["answer"][1].numpy().decode()
+  assert rows[1]["block_ids"] == served["block_ids"][1].numpy().tolist()
+  # Bad arguments and input are refused before the model loads.
+  for kwargs in ({"batch_size": 0}, {"num_retrieved": 0}):
+    with pytest.raises(errors.ArgumentError):
+      predict.predict(str(tmp_path / "no_model"), dataset, output, **kwargs)
+  surrogate = tmp_path / "surrogate.jsonl"
+  surrogate.write_text('\n{"question": "ok"}\n{"question": "x \\ud800"}\n')
+  with pytest.raises(qa_data.QADataError, match="lone surrogate") as info:
+    predict.predict(str(tmp_path / "no_model"), str(surrogate), output)
+  assert info.value.line_number == 3
 
 
 def test_scann_variant_loads_with_import_scann(base_dir, questions, tmp_path):

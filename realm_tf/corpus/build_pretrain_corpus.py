@@ -5,10 +5,14 @@ r"""Builds the REALM pre-training corpus X: passages with sentences and salient 
       [--spans=rules|spacy|precomputed:<path>] [--num_shards=50] [--eval_shards=5]
 
 Input: jsonl or jsonl.gz, one `{"title", "text"}` (optional `"id"`) a line.
-Output: GZIP TFRecord shards `<output_prefix>-00000-of-000NN` with the features of spec
-1.1 (`title`, `text`, `sentence_byte_start/limit`, `span_byte_start/limit`: UTF-8 byte
-offsets) and `<output_prefix>.manifest.json`. As in the original, the first
-`--eval_shards` shards in sorted order are the eval split, the rest the train split.
+Output: GZIP TFRecord shards `<output_prefix>.builds/<build_id>/<name>-00000-of-000NN` with
+the features of spec 1.1 (`title`, `text`, `sentence_byte_start/limit`,
+`span_byte_start/limit`: UTF-8 byte offsets) and `<output_prefix>.manifest.json`, which
+points at them; a rebuild replaces the corpus as a whole (`realm_tf.corpus.manifest`).
+Consumers take `--pretrain_corpus_path` as the prefix, the manifest, or a glob of shard
+names (`<output_prefix>-*`). As in the original, the first `--eval_shards` shards in
+sorted order are the eval split, the rest the train split. A build that produces no
+passage is an error unless `--allow_empty`.
 
 Salient spans (`--spans`):
   rules                 dates, numbers with units, capitalised names (no model);
@@ -18,14 +22,13 @@ Salient spans (`--spans`):
 """
 
 import os
-import sys
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
-from absl import app
 from absl import flags
 from absl import logging
 
-from realm_tf.corpus import io as corpus_io
+from realm_tf import cli
+from realm_tf import errors
 from realm_tf.corpus import pipeline
 from realm_tf.corpus import pretrain_examples
 from realm_tf.corpus import spans as spans_lib
@@ -38,18 +41,23 @@ def build(input_path: str, output_prefix: str, *, spans: str = "rules",
           spacy_model: str = "en_core_web_sm", span_labels=spans_lib.SALIENT_LABELS,
           num_shards: int = 50, eval_shards: int = 5, num_workers: int = 1,
           chunk_size: int = 256, skip_bad_records: bool = False,
-          shard_suffix: str = "") -> pipeline.BuildResult:
+          shard_suffix: str = "", allow_empty: bool = False) -> pipeline.BuildResult:
   """Builds the pre-training corpus; see the module docstring.
 
   Raises:
+    ArgumentError: an argument is out of range (checked before anything is written).
     CorpusFormatError: a bad input or annotation record (unless `skip_bad_records`).
     AnnotatorUnavailableError: `--spans=spacy` without spaCy or the pipeline.
+    EmptyCorpusError: no passage was produced and not `allow_empty`.
   """
+  pipeline.check_build_args(num_shards, num_workers, chunk_size)
+  if not 0 <= eval_shards < num_shards:
+    raise errors.ArgumentError(f"--eval_shards={eval_shards} must be in [0, --num_shards="
+                               f"{num_shards}) so that a train split remains")
+  if "/" in shard_suffix:
+    raise errors.ArgumentError(f"--shard_suffix={shard_suffix!r} must be a file name suffix")
   if not os.path.exists(input_path):
     raise FileNotFoundError(f"Input not found: {input_path}")
-  if not 0 <= eval_shards < num_shards:
-    raise ValueError(f"--eval_shards={eval_shards} must be in [0, --num_shards="
-                     f"{num_shards}) so that a train split remains")
   annotator = spans_lib.make_annotator(spans, spacy_model, span_labels)
   annotations_path = getattr(annotator, "path", None)
   if annotations_path is not None and not os.path.exists(annotations_path):
@@ -99,7 +107,8 @@ def build(input_path: str, output_prefix: str, *, spans: str = "rules",
       annotations_path=annotations_path,
       shard_suffix=shard_suffix,
       make_manifest=make_manifest,
-      what=f"pre-training corpus ({annotator.name})")
+      what=f"pre-training corpus ({annotator.name})",
+      allow_empty=allow_empty)
 
 
 def define_flags():
@@ -119,26 +128,24 @@ def define_flags():
   flags.DEFINE_integer("chunk_size", 256, "Records per worker task.")
   flags.DEFINE_boolean("skip_bad_records", False,
                        "Count and skip bad records instead of failing.")
+  flags.DEFINE_boolean("allow_empty", False,
+                       "Commit a corpus without passages instead of failing.")
   flags.mark_flags_as_required(["input", "output_prefix"])
 
 
 def main(argv):
   del argv  # Unused.
   f = flags.FLAGS
-  try:
-    result = build(f.input, f.output_prefix, spans=f.spans, spacy_model=f.spacy_model,
-                   span_labels=frozenset(f.span_labels), num_shards=f.num_shards,
-                   eval_shards=f.eval_shards, num_workers=f.num_workers,
-                   chunk_size=f.chunk_size, skip_bad_records=f.skip_bad_records,
-                   shard_suffix=f.shard_suffix)
-  except (corpus_io.CorpusFormatError, spans_lib.AnnotatorUnavailableError,
-          FileNotFoundError, ValueError) as e:
-    # A clear one-line message instead of a traceback; nothing was written.
-    sys.exit(f"{type(e).__name__}: {e}")
-  logging.info("Wrote %d passages to %s-*-of-%05d%s", result.num_records,
-               f.output_prefix, f.num_shards, f.shard_suffix)
+  # Bad input is reported in one line by cli.run; nothing was written then.
+  result = build(f.input, f.output_prefix, spans=f.spans, spacy_model=f.spacy_model,
+                 span_labels=frozenset(f.span_labels), num_shards=f.num_shards,
+                 eval_shards=f.eval_shards, num_workers=f.num_workers,
+                 chunk_size=f.chunk_size, skip_bad_records=f.skip_bad_records,
+                 shard_suffix=f.shard_suffix, allow_empty=f.allow_empty)
+  logging.info("Wrote %d passages to %s (manifest %s)", result.num_records,
+               os.path.dirname(result.shard_paths[0]), result.manifest_path)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

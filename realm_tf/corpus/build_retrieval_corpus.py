@@ -10,19 +10,23 @@ Input: jsonl or jsonl.gz, one `{"title", "text"}` (or `"body"`, optional `"id"`)
 title filters, HTML unescaping, sentence splitting and greedy packing so that
 `[CLS] title [SEP] block [SEP]` fits in `--max_block_length` wordpieces.
 
-Output: `<output_prefix>-00000-of-000NN` ... and `<output_prefix>.manifest.json`.
-Row i of the sorted shards is block i of the block-embedding index. The shards are
-byte-identical for the same input whatever `--num_workers`.
+Output: the shards `<output_prefix>.builds/<build_id>/<name>-00000-of-000NN` ... and
+`<output_prefix>.manifest.json`, which points at them; a rebuild replaces the corpus as a
+whole (`realm_tf.corpus.manifest`). Consumers take `--retrieval_corpus_path` as the
+prefix, the manifest, or a glob of shard names (`<output_prefix>-*`). Row i of the shards
+in manifest order is block i of the block-embedding index. The shards are byte-identical
+for the same input whatever `--num_workers`. A build that produces no block is an error
+unless `--allow_empty`; a failed or killed build leaves the previous corpus as it was.
 """
 
 import os
-import sys
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
-from absl import app
 from absl import flags
 from absl import logging
 
+from realm_tf import cli
+from realm_tf import errors
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import pipeline
 from realm_tf.corpus import retrieval_examples
@@ -37,15 +41,26 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
           max_block_length: int = 288, num_shards: int = 50,
           num_workers: int = 1, chunk_size: int = 256,
           skip_bad_records: bool = False,
-          total_documents: int = 0) -> pipeline.BuildResult:
+          total_documents: int = 0, allow_empty: bool = False) -> pipeline.BuildResult:
   """Builds the retrieval corpus; see the module docstring.
 
   Raises:
+    ArgumentError: an argument is out of range (checked before anything is written), or
+      `total_documents` is set and differs from the number of blocks.
     CorpusFormatError: a bad input record (unless `skip_bad_records`).
-    ValueError: `total_documents` is set and differs from the number of blocks.
+    EmptyCorpusError: no block was produced and not `allow_empty`.
   """
-  if not os.path.exists(input_path):
-    raise FileNotFoundError(f"Input not found: {input_path}")
+  pipeline.check_build_args(num_shards, num_workers, chunk_size)
+  if mode not in retrieval_examples.MODES:
+    raise errors.ArgumentError(f"--mode={mode!r} is not one of {retrieval_examples.MODES}")
+  if mode == "articles" and max_block_length <= 3:
+    raise errors.ArgumentError(f"--max_block_length={max_block_length} leaves no room for "
+                               "a block after [CLS] title [SEP] ... [SEP]")
+  if total_documents < 0:
+    raise errors.ArgumentError(f"--total_documents={total_documents} must be >= 0")
+  for what, path in (("Input", input_path), ("Vocabulary", vocab_path)):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{what} not found: {path}")
   processor = retrieval_examples.RetrievalProcessor(
       vocab_path, do_lower_case, mode, max_block_length)
   processor.setup()  # Fails early (bad vocab) before any worker starts.
@@ -53,8 +68,8 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
 
   def make_manifest(result: pipeline.BuildResult) -> dict:
     if total_documents and result.num_records != total_documents:
-      raise ValueError(f"--total_documents={total_documents} but the build produced "
-                       f"{result.num_records} blocks")
+      raise errors.ArgumentError(f"--total_documents={total_documents} but the build "
+                                 f"produced {result.num_records} blocks")
     return {
         "format": "realm_retrieval_corpus",
         "spec": "reference spec 1.2 (features), 1.3 (sharding), 1.4 (articles mode)",
@@ -84,7 +99,8 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
       skip_bad_records=skip_bad_records,
       input_path=input_path,
       make_manifest=make_manifest,
-      what=f"retrieval corpus ({mode})")
+      what=f"retrieval corpus ({mode})",
+      allow_empty=allow_empty)
 
 
 def define_flags():
@@ -103,26 +119,25 @@ def define_flags():
                        "Count and skip bad records instead of failing.")
   flags.DEFINE_integer("total_documents", 0,
                        "If set, the expected number of blocks (checked, as the original).")
+  flags.DEFINE_boolean("allow_empty", False,
+                       "Commit a corpus without blocks instead of failing.")
   flags.mark_flags_as_required(["input", "output_prefix", "vocab_path"])
 
 
 def main(argv):
   del argv  # Unused.
   f = flags.FLAGS
-  try:
-    result = build(f.input, f.output_prefix, f.vocab_path,
-                   do_lower_case=f.do_lower_case, mode=f.mode,
-                   max_block_length=f.max_block_length, num_shards=f.num_shards,
-                   num_workers=f.num_workers, chunk_size=f.chunk_size,
-                   skip_bad_records=f.skip_bad_records,
-                   total_documents=f.total_documents)
-  except (corpus_io.CorpusFormatError, FileNotFoundError, ValueError) as e:
-    # A clear one-line message instead of a traceback; nothing was written.
-    sys.exit(f"{type(e).__name__}: {e}")
-  logging.info("Wrote %d blocks to %s-*-of-%05d", result.num_records,
-               f.output_prefix, f.num_shards)
+  # Bad input is reported in one line by cli.run; nothing was written then.
+  result = build(f.input, f.output_prefix, f.vocab_path,
+                 do_lower_case=f.do_lower_case, mode=f.mode,
+                 max_block_length=f.max_block_length, num_shards=f.num_shards,
+                 num_workers=f.num_workers, chunk_size=f.chunk_size,
+                 skip_bad_records=f.skip_bad_records,
+                 total_documents=f.total_documents, allow_empty=f.allow_empty)
+  logging.info("Wrote %d blocks to %s (manifest %s)", result.num_records,
+               os.path.dirname(result.shard_paths[0]), result.manifest_path)
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -1,28 +1,27 @@
-"""Reading jsonl(.gz) documents with precise errors, and atomic output directories."""
+"""Reading jsonl(.gz) documents with precise errors, and versioned, atomic corpus output."""
 
 import gzip
-import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
-from typing import Iterator, Optional, Tuple
+import time
+import zlib
+from typing import Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 
-
-class CorpusFormatError(ValueError):
-  """A bad input record. Names the file and the 1-based line number."""
-
-  def __init__(self, path: str, line_number: int, reason: str):
-    super().__init__(f"{path}:{line_number}: {reason}")
-    self.path = path
-    self.line_number = line_number
-    self.reason = reason
+from realm_tf import errors
+from realm_tf import locks
+from realm_tf.corpus import manifest as manifest_lib
 
 
-class RecordError(ValueError):
+# A bad input record, naming the file and the 1-based line number (ORQA's jsonl readers
+# raise the same class as `JsonlFormatError`).
+CorpusFormatError = errors.InputFileError
+
+
+class RecordError(errors.RealmInputError):
   """A record-level problem, raised inside workers; the caller adds file and line."""
 
 
@@ -43,11 +42,16 @@ def read_lines(path: str) -> Iterator[Tuple[int, bytes]]:
   Blank lines are skipped (a trailing newline at the end of the file is common), but
   they still count for line numbers.
   """
+  line_number = 0
   with open_binary(path) as f:
-    for line_number, line in enumerate(f, start=1):
-      line = line.rstrip(b"\r\n")
-      if line.strip():
-        yield line_number, line
+    try:
+      for line_number, line in enumerate(f, start=1):
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+          yield line_number, line
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+      raise CorpusFormatError(path, line_number + 1,
+                              f"truncated or corrupt gzip data ({e})") from None
 
 
 def decode_json_line(line: bytes) -> dict:
@@ -108,13 +112,7 @@ def parse_document(line: bytes) -> Tuple[Optional[str], str, str]:
   return doc_id, title, text
 
 
-def file_sha256(path: str, chunk_bytes: int = 1 << 20) -> str:
-  """Hex SHA-256 of a file's bytes (as stored, i.e. of the .gz for gzip input)."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(chunk_bytes), b""):
-      digest.update(block)
-  return digest.hexdigest()
+file_sha256 = manifest_lib.file_sha256
 
 
 def shard_name(prefix: str, index: int, num_shards: int, suffix: str = "") -> str:
@@ -122,46 +120,146 @@ def shard_name(prefix: str, index: int, num_shards: int, suffix: str = "") -> st
   return f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}"
 
 
-class AtomicOutput:
-  """Stages output files in a temp dir next to the prefix; moves them on commit.
+class EmptyCorpusError(errors.RealmInputError):
+  """A build produced no records (and `--allow_empty` was not given)."""
 
-  Use as a context manager. Files are written under `self.temp_dir`; `commit(names)`
-  renames each into place (`os.replace` is atomic per file), the manifest last, and
-  deletes shards of an earlier build with the same prefix that the new one does not
-  overwrite. On an exception nothing is moved and the temp dir is removed, so a failed
-  build leaves nothing at the output prefix.
+
+# Test hook: pause (forever) at this named point of a commit after touching
+# <PAUSE_DIR>/<name>, so that a test can kill the build there.
+PAUSE_AT_ENV = "REALM_TF_CORPUS_PAUSE_AT"
+PAUSE_DIR_ENV = "REALM_TF_CORPUS_PAUSE_DIR"
+PAUSE_POINTS = ("shards_written", "build_renamed", "manifest_replaced")
+
+
+def pause_point(name: str) -> None:
+  """Test hook: blocks forever at `name` if $REALM_TF_CORPUS_PAUSE_AT names it."""
+  if name not in os.environ.get(PAUSE_AT_ENV, "").split(","):
+    return
+  with open(os.path.join(os.environ.get(PAUSE_DIR_ENV, "."), name), "w",
+            encoding="utf-8") as f:
+    f.write(str(os.getpid()))
+  logging.warning("Paused at %s (test hook %s).", name, PAUSE_AT_ENV)
+  while True:
+    time.sleep(3600)
+
+
+def _fsync(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+class VersionedOutput:
+  """A corpus build staged in `<prefix>.builds/.tmp-<id>/` and committed as a whole.
+
+  Use as a context manager; it holds the build lock of the prefix (a second build of
+  the same prefix fails with `LockedError`) and removes the leftovers of killed builds.
+  Files are written under `temp_path(name)`; `commit(names, manifest)` renames the
+  directory to `<prefix>.builds/<id>/` and then atomically replaces
+  `<prefix>.manifest.json` (see `realm_tf.corpus.manifest`). On an exception before the
+  commit the staging directory is removed and the previous corpus stays as it was.
   """
 
   def __init__(self, output_prefix: str, shard_suffix: str = ""):
     self.output_prefix = os.path.abspath(output_prefix)
     self.output_dir = os.path.dirname(self.output_prefix)
+    self.base = os.path.basename(self.output_prefix)
     self.shard_suffix = shard_suffix
+    self.builds_dir = manifest_lib.builds_dir(self.output_prefix)
+    self.manifest_path = manifest_lib.manifest_path(self.output_prefix)
+    self.build_id = None
     self.temp_dir = None
+    self.final_dir = None
+    self._lock = None
 
-  def __enter__(self) -> "AtomicOutput":
-    os.makedirs(self.output_dir, exist_ok=True)
-    base = os.path.basename(self.output_prefix)
-    self.temp_dir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=self.output_dir)
+  def __enter__(self) -> "VersionedOutput":
+    os.makedirs(self.builds_dir, exist_ok=True)
+    self._lock = locks.exclusive_lock(os.path.join(self.builds_dir, ".lock"),
+                                      f"A corpus build of {self.output_prefix}")
+    self._lock.__enter__()
+    try:
+      self.clean_leftovers()
+      self.build_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+      while os.path.exists(os.path.join(self.builds_dir, self.build_id)):
+        self.build_id += "x"
+      self.temp_dir = os.path.join(self.builds_dir,
+                                   manifest_lib.TEMP_BUILD_PREFIX + self.build_id)
+      os.makedirs(self.temp_dir)
+    except BaseException:
+      self._lock.__exit__(None, None, None)
+      raise
     return self
+
+  def clean_leftovers(self) -> None:
+    """Removes staging directories of killed builds (this one holds the lock)."""
+    for name in os.listdir(self.builds_dir):
+      if name.startswith(manifest_lib.TEMP_BUILD_PREFIX):
+        logging.warning("Removing the staging directory of a killed build: %s", name)
+        shutil.rmtree(os.path.join(self.builds_dir, name), ignore_errors=True)
+    # Staging directories of the earlier, unversioned layout.
+    for name in os.listdir(self.output_dir):
+      if name.startswith(f".{self.base}.tmp-"):
+        logging.warning("Removing the staging directory of a killed build: %s", name)
+        shutil.rmtree(os.path.join(self.output_dir, name), ignore_errors=True)
 
   def temp_path(self, name: str) -> str:
     return os.path.join(self.temp_dir, name)
 
-  def _stale_shards(self, keep) -> list:
-    base = re.escape(os.path.basename(self.output_prefix))
-    pattern = re.compile(
-        rf"^{base}-\d{{5}}-of-\d{{5}}{re.escape(self.shard_suffix)}$")
-    return [n for n in sorted(os.listdir(self.output_dir))
-            if pattern.match(n) and n not in keep]
+  def _current_directory(self) -> Optional[str]:
+    """The build directory the current manifest points at, or None."""
+    try:
+      manifest = manifest_lib.read_manifest(self.manifest_path)
+    except errors.RealmInputError:
+      return None
+    directory = manifest.get("directory")
+    return os.path.normpath(os.path.join(self.output_dir, directory)) if directory else None
 
-  def commit(self, names, last_name: Optional[str] = None) -> None:
-    """Moves `names` (then `last_name`) from the temp dir to the output dir."""
-    for stale in self._stale_shards(set(names)):
-      logging.warning("Removing shard of an earlier build: %s", stale)
-      os.remove(os.path.join(self.output_dir, stale))
-    for name in list(names) + ([last_name] if last_name else []):
-      os.replace(self.temp_path(name), os.path.join(self.output_dir, name))
+  def commit(self, names: Sequence[str], manifest: dict) -> str:
+    """Publishes the staged shards `names` with `manifest`; returns the manifest path."""
+    for name in names:
+      _fsync(self.temp_path(name))
+    pause_point("shards_written")
+    previous = self._current_directory()
+    self.final_dir = os.path.join(self.builds_dir, self.build_id)
+    os.rename(self.temp_dir, self.final_dir)
+    _fsync(self.builds_dir)
+    pause_point("build_renamed")
+    manifest = dict(manifest, build_id=self.build_id,
+                    directory=os.path.relpath(self.final_dir, self.output_dir))
+    staged_manifest = f"{self.manifest_path}.tmp-{os.getpid()}"
+    manifest_lib.write_manifest(staged_manifest, manifest)
+    os.replace(staged_manifest, self.manifest_path)  # The commit point.
+    _fsync(self.output_dir)
+    pause_point("manifest_replaced")
+    self._remove_old_builds(keep={self.final_dir, previous})
+    return self.manifest_path
+
+  def _remove_old_builds(self, keep) -> None:
+    """Deletes builds other than `keep` and the shards of the unversioned layout."""
+    for name in os.listdir(self.builds_dir):
+      path = os.path.join(self.builds_dir, name)
+      if name.startswith(".") or path in keep or not os.path.isdir(path):
+        continue
+      logging.info("Removing an older build: %s", path)
+      shutil.rmtree(path, ignore_errors=True)
+    flat = re.compile(rf"^{re.escape(self.base)}-\d{{5}}-of-\d{{5}}"
+                      rf"{re.escape(self.shard_suffix)}$")
+    for name in os.listdir(self.output_dir):
+      if flat.match(name):
+        logging.info("Removing a shard of the unversioned layout: %s", name)
+        os.remove(os.path.join(self.output_dir, name))
 
   def __exit__(self, exc_type, exc, tb) -> bool:
-    shutil.rmtree(self.temp_dir, ignore_errors=True)
+    try:
+      if self.temp_dir and os.path.isdir(self.temp_dir):
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+      if (exc_type is not None and not os.path.exists(self.manifest_path) and
+          set(os.listdir(self.builds_dir)) <= {".lock"}):
+        shutil.rmtree(self.builds_dir, ignore_errors=True)  # A first build that failed.
+    finally:
+      self._lock.__exit__(exc_type, exc, tb)
     return False

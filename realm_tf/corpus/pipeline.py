@@ -3,9 +3,10 @@
 Input records are cut into fixed-size chunks in file order. Chunks are processed in a
 `multiprocessing` pool (spawned workers: TensorFlow is not fork-safe) and their results
 consumed strictly in submission order, so the output does not depend on the number of
-workers. Serialized records go to a spool file in the temp dir; once the total is known
-they are cut into `ceil(total / num_shards)`-record GZIP TFRecord shards (written in
-parallel), then shards and manifest are renamed into place.
+workers. Serialized records go to a spool file in the staging directory; once the total
+is known they are cut into `ceil(total / num_shards)`-record GZIP TFRecord shards (written
+in parallel), hashed, and committed as a new version of the corpus behind its manifest
+(`realm_tf.corpus.manifest`).
 """
 
 import collections
@@ -18,6 +19,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 from absl import logging
 
+from realm_tf import errors
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import manifest as manifest_lib
 from realm_tf.corpus import records
@@ -123,6 +125,22 @@ class BuildResult:
   shard_counts: List[int]
   counters: collections.Counter
   seconds: float
+  shard_bytes: List[int] = dataclasses.field(default_factory=list)
+  shard_sha256: List[str] = dataclasses.field(default_factory=list)
+  manifest_path: str = ""
+  shard_paths: List[str] = dataclasses.field(default_factory=list)
+
+
+def check_build_args(num_shards: int, num_workers: int, chunk_size: int) -> None:
+  """Rejects values that would build nothing sensible, before anything is touched.
+
+  Raises:
+    ArgumentError: a value is out of range.
+  """
+  for name, value in (("num_shards", num_shards), ("num_workers", num_workers),
+                      ("chunk_size", chunk_size)):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      raise errors.ArgumentError(f"--{name}={value!r} must be a positive integer")
 
 
 def run_build(
@@ -139,6 +157,7 @@ def run_build(
     shard_suffix: str = "",
     make_manifest: Callable[[BuildResult], dict],
     what: str = "build",
+    allow_empty: bool = False,
 ) -> BuildResult:
   """Processes `items` with `processor` and writes sharded GZIP TFRecords atomically.
 
@@ -155,19 +174,23 @@ def run_build(
     shard_suffix: appended to shard names.
     make_manifest: builds the manifest dict from the result.
     what: name used in progress logs.
+    allow_empty: commit a build without records (otherwise an error).
 
   Returns:
     The `BuildResult`.
 
   Raises:
+    ArgumentError: `num_shards`, `num_workers` or `chunk_size` is not positive.
     CorpusFormatError: a bad record (unless skipping), naming file and line.
+    EmptyCorpusError: no record was produced and not `allow_empty`.
+    LockedError: another build of the same prefix is running.
   """
+  check_build_args(num_shards, num_workers, chunk_size)
   start_time = time.time()
   paths = {"input": input_path, "annotations": annotations_path}
   counters = collections.Counter()
-  num_workers = max(1, int(num_workers))
   progress = _Progress(what)
-  with corpus_io.AtomicOutput(output_prefix, shard_suffix) as out:
+  with corpus_io.VersionedOutput(output_prefix, shard_suffix) as out:
     spool = records.SpoolWriter(out.temp_path("records.spool"))
     pool = None
     try:
@@ -196,6 +219,11 @@ def run_build(
         progress.update(num_items, spool.count)
       spool.close()
       progress.update(num_items, spool.count, force=True)
+      if not spool.count and not allow_empty:
+        raise corpus_io.EmptyCorpusError(
+            f"The build of {input_path} produced no records ({num_items} input records; "
+            f"counters {dict(sorted(counters.items()))}); the corpus at {output_prefix} "
+            "is unchanged. Pass --allow_empty to commit an empty corpus.")
 
       base = os.path.basename(out.output_prefix)
       ranges = records.shard_ranges(spool.count, num_shards)
@@ -214,12 +242,14 @@ def run_build(
         pool.terminate()
         pool.join()
     os.remove(spool.path)
-    result = BuildResult(spool.count, names, counts, counters,
-                         time.time() - start_time)
+    result = BuildResult(spool.count, names, counts, counters, time.time() - start_time,
+                         shard_bytes=[os.path.getsize(out.temp_path(n)) for n in names],
+                         shard_sha256=[manifest_lib.file_sha256(out.temp_path(n))
+                                       for n in names])
     manifest = make_manifest(result)
-    manifest_name = manifest_lib.manifest_name(output_prefix)
-    manifest_lib.write_manifest(out.temp_path(manifest_name), manifest)
-    out.commit(names, last_name=manifest_name)
+    manifest["content_sha256"] = manifest_lib.content_sha256(counts, result.shard_sha256)
+    result.manifest_path = out.commit(names, manifest)
+    result.shard_paths = [os.path.join(out.final_dir, n) for n in names]
   logging.info("%s done: %d records in %d shards, %.1f s. Counters: %s", what,
                result.num_records, num_shards, result.seconds,
                dict(sorted(counters.items())))
@@ -238,9 +268,10 @@ def _ordered_imap(pool, fn, tasks: Iterable, max_pending: int):
 
 
 def shard_entries(result: BuildResult) -> List[dict]:
-  """Manifest entries for the shards: name and record count."""
-  return [{"name": n, "count": c} for n, c in zip(result.shard_names,
-                                                  result.shard_counts)]
+  """Manifest entries for the shards: name, record count, size in bytes and SHA-256."""
+  return [{"name": n, "count": c, "bytes": b, "sha256": h}
+          for n, c, b, h in zip(result.shard_names, result.shard_counts,
+                                result.shard_bytes, result.shard_sha256)]
 
 
 def source_entry(input_path: str) -> dict:

@@ -113,10 +113,14 @@ _CAPWORD = (
     rf"|[a-z]+[{_UP}][\w]*)")                # iPhone / eBay
 _CONNECTOR = (r"(?:of|the|de|del|della|dei|di|da|do|dos|das|du|des|la|le|les|von|van|"
               r"der|den|ter|y|e|&)")
+# A run never starts right after an ASCII lowercase letter: from there no alternative of
+# _CAPWORD can match that did not already fail at the start of the lowercase run, and
+# retrying `[a-z]+` at every position of a long lowercase word was quadratic.
 _CAP_RUN = re.compile(
-    rf"{_CAPWORD}(?:(?:\s+{_CONNECTOR}){{0,2}}\s+{_CAPWORD})*"
+    rf"(?<![a-z]){_CAPWORD}(?:(?:\s+{_CONNECTOR}){{0,2}}\s+{_CAPWORD})*"
     r"(?:\s+[0-9]+(?![0-9,.]*[0-9]))?")
 _WORD = re.compile(r"\S+")
+_LEAD = re.compile("[\"'\u201c\u2018( \\[]*")
 _LOWER_WORD = re.compile(rf"(?<![\w])[{unicode_classes.LOWER}][\w'\u2019]*")
 
 _CONNECTORS = frozenset(_CONNECTOR[3:-1].split("|"))
@@ -205,21 +209,27 @@ def _split_run(text: str, words: List[Span]) -> List[List[Span]]:
 def _refine_words(text: str, words: List[Span], at_sentence_start: bool,
                   lower_words: Set[str]) -> List[Span]:
   """Trims one part of a capitalised run; returns zero or one span."""
-  # Drop leading function words, articles and honorifics.
-  while words:
-    first = text[words[0][0]:words[0][1]]
+  # Drop leading function words, articles and honorifics (by index: slicing the list
+  # once per dropped word was quadratic in a long run of them).
+  first_word, last_word = 0, len(words)
+  while first_word < last_word:
+    first = text[words[first_word][0]:words[first_word][1]]
     lowered = first.lower()
     if ((lowered in _FUNCTION_WORDS and first[1:] == lowered[1:]) or
-        lowered in _ARTICLES or (lowered in _HONORIFICS and len(words) > 1)):
-      words = words[1:]
+        lowered in _ARTICLES or
+        (lowered in _HONORIFICS and last_word - first_word > 1)):
+      first_word += 1
       at_sentence_start = False
       # Connectors can't start a span.
-      while words and text[words[0][0]:words[0][1]] in _CONNECTORS:
-        words = words[1:]
+      while (first_word < last_word and
+             text[words[first_word][0]:words[first_word][1]] in _CONNECTORS):
+        first_word += 1
     else:
       break
-  while words and text[words[-1][0]:words[-1][1]] in _CONNECTORS:
-    words = words[:-1]
+  while (last_word > first_word and
+         text[words[last_word - 1][0]:words[last_word - 1][1]] in _CONNECTORS):
+    last_word -= 1
+  words = words[first_word:last_word]
   if not words:
     return []
   first = text[words[0][0]:words[0][1]]
@@ -250,15 +260,33 @@ def _refine_run(text: str, start: int, end: int, sentence_start: int,
   return out
 
 
-def _resolve(candidates: Iterable[Tuple[int, int, int]]) -> List[Span]:
+def keep_non_overlapping(candidates: Iterable[Tuple[int, int]], begin: int, end: int,
+                         on_drop=None) -> List[Span]:
+  """Greedily keeps spans that overlap no span kept before; returns them sorted.
+
+  A character mask of [begin, end) marks what is taken, so a candidate costs its length
+  (a scan of the kept spans for every candidate was quadratic in the number of spans).
+
+  Args:
+    candidates: (start, end) spans inside [begin, end), in the order of preference.
+    begin, end: the range of the text the spans lie in.
+    on_drop: called with each dropped span.
+  """
+  taken = bytearray(end - begin)
+  kept = []
+  for a, b in candidates:
+    if taken.find(1, a - begin, b - begin) == -1:
+      taken[a - begin:b - begin] = b"\x01" * (b - a)
+      kept.append((a, b))
+    elif on_drop is not None:
+      on_drop((a, b))
+  return sorted(kept)
+
+
+def _resolve(candidates: Iterable[Tuple[int, int, int]], begin: int, end: int) -> List[Span]:
   """Keeps non-overlapping spans: longest first, then by priority, then leftmost."""
-  chosen = []
-  taken = []
-  for start, end, _ in sorted(candidates, key=lambda c: (c[0] - c[1], c[2], c[0])):
-    if all(end <= s or start >= e for s, e in taken):
-      taken.append((start, end))
-      chosen.append((start, end))
-  return sorted(chosen)
+  ordered = sorted(candidates, key=lambda c: (c[0] - c[1], c[2], c[0]))
+  return keep_non_overlapping([(a, b) for a, b, _ in ordered], begin, end)
 
 
 def find_salient_spans(text: str, sentences: Sequence[Span]) -> List[Span]:
@@ -277,12 +305,13 @@ def find_salient_spans(text: str, sentences: Sequence[Span]) -> List[Span]:
     candidates = []
     for m in _NUMERIC.finditer(text, sentence_start, sentence_end):
       candidates.append((m.start(), m.end(), 0))
+    # A run counts as sentence-initial after opening quotes or brackets too: where the
+    # sentence's first other character is (found once, not once per run).
+    lead = _LEAD.match(text, sentence_start, sentence_end)
     for m in _CAP_RUN.finditer(text, sentence_start, sentence_end):
-      # A run counts as sentence-initial after an opening quote or bracket too.
-      lead = text[sentence_start:m.start()]
-      run_sentence_start = m.start() if not lead.strip("\"'\u201c\u2018([ ") else -1
+      run_sentence_start = m.start() if m.start() <= lead.end() else -1
       for start, end in _refine_run(text, m.start(), m.end(), run_sentence_start,
                                     lower_words):
         candidates.append((start, end, 1))
-    spans.extend(_resolve(candidates))
+    spans.extend(_resolve(candidates, sentence_start, sentence_end))
   return spans

@@ -24,20 +24,28 @@ u.s u.k u.n u.s.s.r d.c
 """.split())
 
 # Candidate end: terminal punctuation, closing quotes/brackets, whitespace, then a
-# sentence-initial character.
+# sentence-initial character. A match only starts at the first mark of a run of marks
+# (the lookbehind): starting inside the run would fail the same way, and trying every
+# position of a long run ("....") made the scan quadratic.
 _BOUNDARY = re.compile(
-    r"([.!?]+)([\"'\u201d\u2019)\]]*)(\s+)(?=[\"'\u201c\u2018(\[]?[" +
+    r"(?<![.!?])([.!?]+)([\"'\u201d\u2019)\]]*)(\s+)(?=[\"'\u201c\u2018(\[]?[" +
     unicode_classes.UPPER + r"0-9])")
-_WORD_BEFORE = re.compile(r"(\S+)$")
+# Abbreviations and initials are short: a longer word before the period is neither, so
+# the word is looked for in a bounded window (a search back to the start of the text for
+# every period was quadratic in the text length).
+_MAX_ABBREVIATION_CHARS = max(len(a) for a in _ABBREVIATIONS) + 2  # + "(" or a quote
 _SINGLE_INITIAL = re.compile(r"^[(\"']?[" + unicode_classes.UPPER + r"]$")
 
 
 def _is_abbreviation(text: str, period_pos: int) -> bool:
   """Whether the period at `period_pos` closes an abbreviation or an initial."""
-  match = _WORD_BEFORE.search(text, 0, period_pos)
-  if not match:
-    return False
-  word = match.group(1)
+  window_start = max(0, period_pos - _MAX_ABBREVIATION_CHARS - 1)
+  window = text[window_start:period_pos]
+  if not window or window[-1].isspace():
+    return False  # No word right before the period.
+  word = window.split()[-1]
+  if len(word) == len(window) and window_start > 0:
+    return False  # A word longer than the window is no abbreviation.
   if _SINGLE_INITIAL.match(word):
     return True
   word = word.lstrip("(\"'").lower()

@@ -10,6 +10,7 @@ import bisect
 import collections
 from typing import List, Optional, Sequence, Tuple
 
+from realm_tf import errors
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import offsets
 from realm_tf.corpus import rules
@@ -24,7 +25,7 @@ SALIENT_LABELS = frozenset([
     "LAW", "LANGUAGE", "DATE"])
 
 
-class AnnotatorUnavailableError(RuntimeError):
+class AnnotatorUnavailableError(errors.RealmInputError):
   """The requested annotator cannot run here (e.g. spaCy or its pipeline is missing)."""
 
 
@@ -239,12 +240,10 @@ def finalize(text: str, annotation: Annotation, counters: collections.Counter):
       counters["spans_dropped_crossing_sentences"] += 1
       continue
     candidates.add((a, b))
-  kept = []
-  for a, b in sorted(candidates, key=lambda s: (s[0] - s[1], s[0])):
-    if all(b <= s or a >= e for s, e in kept):
-      kept.append((a, b))
-    else:
-      counters["spans_dropped_overlapping"] += 1
-  kept.sort()
+  def count_drop(_):
+    counters["spans_dropped_overlapping"] += 1
+
+  kept = rules.keep_non_overlapping(
+      sorted(candidates, key=lambda s: (s[0] - s[1], s[0])), 0, len(text), count_drop)
   to_bytes = offsets.CharToByte(text)
   return to_bytes.spans(sents), to_bytes.spans(kept)

@@ -25,6 +25,7 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.featurization.bert_inputs import BertInputs, bert_format
 from realm_tf.tokenization import Tokenizer
 
@@ -41,7 +42,7 @@ MASKING_ERROR_MESSAGES = {
 }
 
 
-class MaskingError(ValueError):
+class MaskingError(errors.RealmInputError):
   """The mask spans of a query cannot be masked (the original's MaskingError)."""
 
 

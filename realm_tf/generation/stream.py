@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from realm_tf.featurization import Featurizer
 from realm_tf.generation import examples, pipeline, queries
-from realm_tf.retrieval import encoded_export, export_dirs
+from realm_tf.retrieval import block_index, encoded_export, export_dirs
 
 
 @dataclasses.dataclass
@@ -39,13 +39,41 @@ def split_shards(paths: Sequence[str], eval_shards: int) -> Tuple[List[str], Lis
   return paths[:eval_shards], paths[eval_shards:]
 
 
-def latest_generation(model_dir: str, initial_embedder: Optional[str]) -> Generation:
-  """The newest committed index, or the initial embedder module (timestamp 0)."""
-  encoded_dir = encoded_export.newest_encoded_dir(model_dir)
-  if encoded_dir is not None:
-    return Generation(encoded_export.embedder_path(encoded_dir),
-                      encoded_export.block_emb_prefix(encoded_dir),
-                      export_dirs.timestamp_of(encoded_dir))
+def _indexes_corpus(encoded_dir: str, corpus_fingerprint: Optional[str]) -> bool:
+  """Whether the committed index embeds the corpus of this fingerprint (None: any)."""
+  if corpus_fingerprint is None:
+    return True
+  recorded = block_index.read_index_corpus(
+      os.path.dirname(encoded_export.block_emb_prefix(encoded_dir)))
+  if recorded is None:
+    return True  # An index from before indexes recorded their corpus.
+  if recorded.get("fingerprint_sha256") != corpus_fingerprint:
+    if encoded_dir not in _WARNED:
+      _WARNED.add(encoded_dir)
+      logging.warning("Skipping %s: it indexes another corpus (%s); the refresh job "
+                      "re-embeds this one.", encoded_dir, recorded.get("pattern"))
+    return False
+  return True
+
+
+_WARNED = set()  # Stale indexes already reported (one warning each, not one per pass).
+
+
+def latest_generation(model_dir: str, initial_embedder: Optional[str],
+                      corpus_fingerprint: Optional[str] = None) -> Generation:
+  """The newest committed index of the corpus, or the initial embedder module (ts 0).
+
+  Committed indexes of another corpus (`corpus_fingerprint` differs from the one they
+  record, e.g. a model_dir reused after the corpus changed) are skipped: their rows
+  would name the wrong blocks.
+  """
+  paths = export_dirs.export_paths(export_dirs.export_base(model_dir,
+                                                           encoded_export.ENCODED_PREFIX))
+  for encoded_dir in reversed(paths):
+    if _indexes_corpus(encoded_dir, corpus_fingerprint):
+      return Generation(encoded_export.embedder_path(encoded_dir),
+                        encoded_export.block_emb_prefix(encoded_dir),
+                        export_dirs.timestamp_of(encoded_dir))
   if not initial_embedder:
     raise FileNotFoundError(f"No committed index under {model_dir}/export/encoded and no "
                             "initial embedder module (--initial_embedder_module)")
@@ -71,13 +99,16 @@ class ExampleStream:
     searcher: "brute_force" (exact, in the dataset graph) or "scann" (the searcher the
       refresh job saved with each index; in-process only; exact search is used for the
       initial module, which has none).
+    corpus_fingerprint: the retrieval corpus's fingerprint; committed indexes of another
+      corpus are not used (`latest_generation`).
   """
 
   def __init__(self, model_dir: str, pretrain_paths: Sequence[str],
                retrieval_paths: Sequence[str], featurizer: Featurizer, batch_size: int,
                initial_embedder: Optional[str] = None, shards_per_pass: Optional[int] = None,
                training: bool = True, seed: int = 0, retrieval_batch_size: int = 64,
-               data_service: Optional[str] = None, searcher: str = "brute_force"):
+               data_service: Optional[str] = None, searcher: str = "brute_force",
+               corpus_fingerprint: Optional[str] = None):
     if searcher not in ("brute_force", "scann"):
       raise ValueError(f"searcher must be brute_force or scann, got {searcher!r}")
     if searcher == "scann" and data_service:
@@ -95,6 +126,7 @@ class ExampleStream:
     self.retrieval_batch_size = retrieval_batch_size
     self.data_service = data_service
     self.searcher = searcher
+    self.corpus_fingerprint = corpus_fingerprint
     self.counters = tf.Variable(tf.zeros([len(queries.STATUS_NAMES)], tf.int64),
                                 trainable=False, name="generation_counters")
     self.generation = -1  # one per index used
@@ -110,7 +142,8 @@ class ExampleStream:
   def dataset(self) -> tf.data.Dataset:
     """The dataset of global batches for the next pass (finite)."""
     self.passes += 1
-    latest = latest_generation(self.model_dir, self.initial_embedder)
+    latest = latest_generation(self.model_dir, self.initial_embedder,
+                               self.corpus_fingerprint)
     if self._dataset is not None and latest == self.current and not self.data_service:
       return self._dataset
     self.generation += 1

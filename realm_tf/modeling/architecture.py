@@ -24,7 +24,6 @@ values) where a setting contradicts the weights.
 """
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -32,6 +31,7 @@ from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import CONFIG_FILENAME, BertConfig, RealmConfig
 from realm_tf.tokenization import load_vocab
@@ -66,7 +66,7 @@ _TF1_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
 _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(errors.RealmInputError):
   """Pre-trained weights do not fit the model's configuration."""
 
 
@@ -140,8 +140,7 @@ def bert_config_from_tf1_dict(d: Dict[str, Any], source: str = "bert_config.json
 def read_bert_config_json(path: str) -> BertConfig:
   """A `bert_config.json`: a realm-tf `BertConfig` dict (it has `layer_norm_eps`; written
   by `export.convert`) or Google's TF1 BERT config."""
-  with tf.io.gfile.GFile(path, "r") as f:
-    d = json.load(f)
+  d = hf_bert.read_json_file(path)  # InputFileError naming the file for bad JSON.
   try:
     if "layer_norm_eps" in d:
       return BertConfig.from_dict(d)
@@ -178,8 +177,7 @@ def _hf_casing(folder: str) -> Optional[bool]:
   path = os.path.join(folder, "tokenizer_config.json")
   if not _exists(path):
     return None
-  with tf.io.gfile.GFile(path, "r") as f:
-    value = json.load(f).get("do_lower_case")
+  value = hf_bert.read_json_file(path).get("do_lower_case")
   return None if value is None else bool(value)
 
 
@@ -257,8 +255,7 @@ def read_module_architecture(path: str) -> Optional[Architecture]:
   record = os.path.join(path, MODULE_ARCHITECTURE_FILE)
   if not _exists(record):
     return None
-  with tf.io.gfile.GFile(record, "r") as f:
-    d = json.load(f)
+  d = hf_bert.read_json_file(record)
   try:
     config = BertConfig.from_dict(d["bert"])
   except (KeyError, ValueError) as e:

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.modeling.config import BertConfig
 
 CONFIG_FILE = "config.json"
@@ -28,21 +29,69 @@ def is_hf_bert_folder(path: str) -> bool:
           tf.io.gfile.exists(os.path.join(path, WEIGHTS_FILE)))
 
 
+def read_json_file(path: str) -> dict:
+  """A JSON object from a file (config.json, an index).
+
+  Raises:
+    InputFileError: the file is not UTF-8 JSON holding an object (names the file and line).
+  """
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
+  try:
+    value = json.loads(data.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    raise errors.InputFileError(path, None, f"not UTF-8 ({e.reason} at byte {e.start})"
+                                ) from None
+  except json.JSONDecodeError as e:
+    raise errors.InputFileError(path, e.lineno, f"not valid JSON ({e.msg} at column "
+                                f"{e.colno})") from None
+  if not isinstance(value, dict):
+    raise errors.InputFileError(path, None, "expected a JSON object")
+  return value
+
+
 def read_hf_config(folder: str) -> BertConfig:
-  """The `BertConfig` of a HF BERT folder's `config.json`."""
-  with tf.io.gfile.GFile(os.path.join(folder, CONFIG_FILE), "r") as f:
-    return BertConfig.from_hf_dict(json.load(f))
+  """The `BertConfig` of a HF BERT folder's `config.json`.
+
+  Raises:
+    InputFileError: config.json is not JSON or not a BERT config.
+  """
+  path = os.path.join(folder, CONFIG_FILE)
+  config = read_json_file(path)
+  try:
+    return BertConfig.from_hf_dict(config)
+  except (KeyError, TypeError, ValueError) as e:
+    raise errors.InputFileError(path, None, f"not a BERT config: {e}") from None
+
+
+def load_safetensors_file(path: str) -> Dict[str, np.ndarray]:
+  """All tensors of one safetensors file (memory-mapped when local).
+
+  Raises:
+    InputFileError: the file is truncated or not a safetensors file.
+  """
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load as load_bytes  # pylint: disable=g-import-not-at-top
+  try:
+    if os.path.exists(path):  # Local: memory-mapped, one tensor at a time.
+      with safe_open(path, framework="np") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return load_bytes(f.read())
+  except Exception as e:  # pylint: disable=broad-except  (SafetensorError, struct errors)
+    if isinstance(e, (OSError, tf.errors.OpError)) and not os.path.exists(path):
+      raise
+    raise errors.InputFileError(path, None, f"not a valid safetensors file "
+                                f"({type(e).__name__}: {e})") from None
 
 
 def read_hf_state(folder: str) -> Dict[str, np.ndarray]:
   """The raw tensors of `folder/model.safetensors` (numpy, HF names)."""
-  from safetensors.numpy import load as load_safetensors  # pylint: disable=g-import-not-at-top
   path = os.path.join(folder, WEIGHTS_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path} not found (only safetensors weights are supported; "
                             "convert pytorch_model.bin with the safetensors tools).")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return load_safetensors(f.read())
+  return load_safetensors_file(path)
 
 
 def vocab_path(folder: str) -> str:

@@ -13,11 +13,12 @@ arrays (`write_partial`) that `merge_partials` concatenates in task order.
 
 import json
 import os
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.retrieval import export_dirs
 
 VAR_NAME = "block_emb"
@@ -26,7 +27,7 @@ CHECKPOINT_NAME = "encoded.ckpt"
 PARTIALS_DIR = "partials"
 
 
-class BlockIndexError(ValueError):
+class BlockIndexError(errors.RealmInputError):
   """A block-embedding file is missing, malformed or inconsistent."""
 
 
@@ -44,12 +45,34 @@ def _check_array(block_emb: np.ndarray, what: str) -> np.ndarray:
   return np.ascontiguousarray(block_emb, dtype=np.float32)
 
 
-def write_block_emb(prefix: str, block_emb: np.ndarray, var_name: str = VAR_NAME) -> str:
+INDEX_CORPUS_FILENAME = "index_corpus.json"
+
+
+def read_index_corpus(index_dir: str) -> Optional[Dict[str, Any]]:
+  """What `<index_dir>/index_corpus.json` says about the corpus the index embeds.
+
+  Returns None for an index that records nothing (older indexes, the original's).
+  """
+  path = os.path.join(index_dir, INDEX_CORPUS_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path, "r") as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except ValueError:
+    raise errors.InputFileError(path, None, "not valid JSON") from None
+
+
+def write_block_emb(prefix: str, block_emb: np.ndarray, var_name: str = VAR_NAME,
+                    corpus_info: Optional[Dict[str, Any]] = None) -> str:
   """Writes `block_emb` [K, D] as a V2 checkpoint at `prefix`, atomically.
 
   The checkpoint's directory (`dirname(prefix)`, e.g. `.../embedder/encoded`) is written
   in full under a temp name and then renamed into place; it must not exist yet. A
-  `checkpoint` state file is written beside, as `tf.compat.v1.train.Saver` did.
+  `checkpoint` state file is written beside, as `tf.compat.v1.train.Saver` did, and, with
+  `corpus_info` (`RetrievalCorpus.describe()`), `index_corpus.json`, which consumers check
+  against the corpus they pair the index with.
 
   Returns:
     The prefix.
@@ -69,6 +92,10 @@ def write_block_emb(prefix: str, block_emb: np.ndarray, var_name: str = VAR_NAME
     name = os.path.basename(prefix)
     with tf.io.gfile.GFile(os.path.join(tmp_dir, "checkpoint"), "w") as f:
       f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+    if corpus_info is not None:
+      with tf.io.gfile.GFile(os.path.join(tmp_dir, INDEX_CORPUS_FILENAME), "w") as f:
+        f.write(json.dumps(dict(corpus_info, num_rows=int(block_emb.shape[0])), indent=2,
+                           sort_keys=True) + "\n")
     export_dirs.commit_directory(tmp_dir, final_dir)
   finally:
     export_dirs.remove_tree(tmp_dir)

@@ -26,12 +26,12 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import cli
 from realm_tf.featurization.featurizer import Featurizer
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_reader
@@ -73,13 +73,17 @@ def blocks_dataset(shard_paths: Sequence[str], featurizer: Featurizer,
                    batch_size: int) -> tf.data.Dataset:
   """Batches of featurized blocks in corpus order, every batch padded to `batch_size`.
 
-  Elements: dict with `input_ids`, `input_mask`, `segment_ids` int32 [batch_size, C] and
-  `row` int64 [batch_size] (index within these shards; -1 for padding).
+  Elements: dict with `input_ids`, `input_mask`, `segment_ids` int32 [batch_size, C],
+  `row` int64 [batch_size] (index within these shards; -1 for padding) and `invalid`
+  int32 [batch_size]: 0, or a `corpus_reader.INVALID_*` code of a block that must not be
+  embedded (no body tokens, a token id outside the featurizer's vocabulary).
   """
   seq_len = featurizer.candidate_seq_len
+  vocab_size = featurizer.tokenizer.vocab_size
 
   def featurize(rows, serialized):
     blocks = corpus_reader.parse_blocks(serialized)
+    invalid = corpus_reader.invalid_blocks(blocks, vocab_size)  # [b]
     inputs = featurizer.featurize_documents_tf(blocks["title_token_ids"],
                                                blocks["body_token_ids"])  # [b, C] each
     pad = batch_size - tf.shape(rows)[0]
@@ -88,6 +92,7 @@ def blocks_dataset(shard_paths: Sequence[str], featurizer: Featurizer,
     padded = {k: tf.ensure_shape(v, [batch_size, seq_len]) for k, v in padded.items()}
     padded["row"] = tf.ensure_shape(tf.pad(rows, [[0, pad]], constant_values=-1),
                                     [batch_size])
+    padded["invalid"] = tf.ensure_shape(tf.pad(invalid, [[0, pad]]), [batch_size])
     return padded
 
   dataset = corpus_reader.records_dataset(shard_paths).enumerate()
@@ -136,6 +141,9 @@ def embed_shards(shard_paths: Sequence[str], embed_fn: EmbedFn, featurizer: Feat
 
   Raises:
     ValueError: the shards hold a different number of blocks than `num_blocks`.
+    InputFileError: a shard is unreadable or holds a record that is not a block, a
+      block without body tokens or with a token id outside the vocabulary; names the
+      shard and the record.
   """
   strategy = strategy or tf.distribute.get_strategy()
   if batch_size % strategy.num_replicas_in_sync:
@@ -158,7 +166,16 @@ def embed_shards(shard_paths: Sequence[str], embed_fn: EmbedFn, featurizer: Feat
   output = None
   filled = 0
   progress = Progress(num_blocks, interval_secs=log_interval_secs)
-  for batch in dist_dataset:
+  for batch in corpus_reader.named_read_errors(dist_dataset, shard_paths,
+                                               corpus_reader.BLOCK_FEATURES):
+    invalid = np.concatenate([v.numpy() for v in
+                              strategy.experimental_local_results(batch["invalid"])])
+    if invalid.any():
+      rows = np.concatenate([r.numpy() for r in
+                             strategy.experimental_local_results(batch["row"])])
+      bad = int(np.flatnonzero(invalid)[0])
+      raise corpus_reader.record_error(shard_paths, int(rows[bad]),
+                                       corpus_reader.INVALID_REASONS[int(invalid[bad])])
     embs, rows = step(batch)
     emb = np.concatenate([e.numpy() for e in embs], axis=0)  # [batch_size, D]
     row = np.concatenate([r.numpy() for r in rows], axis=0)  # [batch_size]
@@ -247,4 +264,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

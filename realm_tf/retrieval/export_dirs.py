@@ -19,12 +19,14 @@ from typing import List, Optional
 
 import tensorflow as tf
 
+from realm_tf import errors
+
 EXPORT_DIR = "export"
 TIMESTAMP_PATTERN = re.compile(r"^(?P<timestamp>[0-9]+)$")
 GLOBAL_STEP_FILENAME = "global_step.txt"
 
 
-class ExportDirError(ValueError):
+class ExportDirError(errors.RealmInputError):
   """An export directory is missing, malformed or in an unexpected place."""
 
 

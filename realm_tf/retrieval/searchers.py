@@ -28,6 +28,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import export_dirs
 
@@ -38,7 +39,7 @@ SEARCHER_TYPES = (SCANN, BRUTE_FORCE)
 DEFAULT_CHUNK_SIZE = 65536
 
 
-class SearcherError(ValueError):
+class SearcherError(errors.RealmInputError):
   """A searcher directory is missing, malformed or of an unknown type."""
 
 

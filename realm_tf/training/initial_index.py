@@ -6,7 +6,7 @@ freshly initialized document tower and embeds the corpus with it.
 """
 
 import os
-from typing import Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
 
@@ -18,13 +18,32 @@ from realm_tf.tokenization import Tokenizer
 
 def build_initial_embedder_module(model, tokenizer: Tokenizer, featurizer: Featurizer,
                                   retrieval_paths: Sequence[str], path: str,
-                                  batch_size: int = 128) -> str:
+                                  batch_size: int = 128,
+                                  corpus_info: Optional[Dict[str, Any]] = None) -> str:
   """Exports `model.document_embedder` to `path` with the index of `retrieval_paths`.
 
-  Does nothing if `path` already exists (a resumed run). The module appears atomically.
+  A module already at `path` (a resumed run) is kept when it indexes the same corpus
+  (`corpus_info["fingerprint_sha256"]`, recorded in its `encoded/index_corpus.json`), and
+  rebuilt otherwise: the index is the trainer's own derived data, so a changed corpus is
+  re-embedded rather than refused. The module appears atomically.
+
+  Args:
+    corpus_info: `RetrievalCorpus.describe()` of the corpus; None skips the check.
   """
   if os.path.isdir(path):
-    return path
+    recorded = block_index.read_index_corpus(
+        os.path.dirname(block_index.checkpoint_prefix(path)))
+    if corpus_info is None or (recorded or {}).get("fingerprint_sha256") == corpus_info.get(
+        "fingerprint_sha256"):
+      return path
+    logging.warning("The initial index %s was built from another corpus (%s, %s blocks) "
+                    "than %s (%d blocks): re-embedding.", path,
+                    (recorded or {}).get("pattern", "unrecorded"),
+                    (recorded or {}).get("num_blocks", "?"), corpus_info.get("pattern"),
+                    corpus_info.get("num_blocks"))
+    old = export_dirs.temp_dir_for(path)
+    os.rename(path, old)
+    export_dirs.remove_tree(old)
   staging = export_dirs.temp_dir_for(path)
   tf_hub.save_embedder(model.document_embedder, tokenizer, staging,
                        model.config.query_seq_len)
@@ -35,7 +54,8 @@ def build_initial_embedder_module(model, tokenizer: Tokenizer, featurizer: Featu
 
   block_emb = corpus_embedding.embed_shards(sorted(retrieval_paths), embed, featurizer,
                                             batch_size)
-  block_index.write_block_emb(block_index.checkpoint_prefix(staging), block_emb)
+  block_index.write_block_emb(block_index.checkpoint_prefix(staging), block_emb,
+                              corpus_info=corpus_info)
   export_dirs.commit_directory(staging, path)
   logging.info("Initial embedder module with %d block embeddings at %s",
                block_emb.shape[0], path)

@@ -3,7 +3,10 @@
 One command then runs REALM's whole asynchronous loop on one machine: the trainer exports,
 the refresh process re-embeds the corpus and commits indexes, and the example stream
 picks them up. The process is restarted if it dies before training ends; it exits by
-itself once the trainer writes TRAINING_DONE.
+itself once the trainer writes TRAINING_DONE. It dies with the trainer: a SIGKILL of the
+trainer kills it too (parent-death signal, plus a watchdog on the parent pid), so a
+restarted trainer never finds the old job still running; and the job holds the refresh
+lock of the model_dir, so two never run at once.
 """
 
 import os
@@ -12,6 +15,8 @@ import sys
 from typing import List, Optional
 
 from absl import logging
+
+from realm_tf import processes
 
 MAX_RESTARTS = 3
 
@@ -32,7 +37,7 @@ class InlineRefresh:
     self.command = [sys.executable, "-m", "realm_tf.refresh", f"--model_dir={model_dir}",
                     f"--retrieval_corpus_path={retrieval_corpus_path}",
                     f"--searcher={searcher}", f"--poll_interval_secs={poll_interval_secs}",
-                    *(extra_flags or [])]
+                    f"--parent_pid={os.getpid()}", *(extra_flags or [])]
     self.log_path = os.path.join(model_dir, "logs", "refresh.log")
     self.process: Optional[subprocess.Popen] = None
     self.restarts = 0
@@ -40,7 +45,8 @@ class InlineRefresh:
   def start(self) -> None:
     os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
     log = open(self.log_path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+    self.process = processes.popen_tied_to_parent(self.command, stdout=log,
+                                                  stderr=subprocess.STDOUT)
     log.close()  # the child holds its own descriptor
     logging.info("Started the refresh job (pid %d), log: %s", self.process.pid, self.log_path)
 
