@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 from realm_tf.modeling import architecture
+from realm_tf.modeling import attention
 from realm_tf.modeling import encoders
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling import weights
@@ -188,5 +189,6 @@ def build_reader(source: BertSource) -> Tuple[tf.Module, Tokenizer]:
   config = source.config(tokenizer.vocab_size)
   encoder = encoders.build_bert_encoder(config, name="reader")
   encoder(encoders.dummy_inputs(), training=False)
+  attention.use_fast_attention(encoder)
   source.load_weights(encoder, config)
   return encoder, tokenizer
