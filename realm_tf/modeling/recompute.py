@@ -27,7 +27,7 @@ from typing import Dict
 import tensorflow as tf
 import tf_keras
 
-_INT32_MAX = 2**31 - 1
+_SEED_RANGE = 2**24
 
 
 class _SeededDropout:
@@ -74,14 +74,22 @@ def seeded_dropout(layer, seed: tf.Tensor):
 def block_forward(block, x: tf.Tensor, attention_mask: tf.Tensor, training,
                   recompute: bool = True) -> tf.Tensor:
   """One `TransformerEncoderBlock` on x [B, L, H] with seeded dropout; with `recompute`,
-  its intermediates are recomputed in the backward pass instead of kept."""
-  seed = tf.random.uniform([2], maxval=_INT32_MAX, dtype=tf.int32)
+  its intermediates are recomputed in the backward pass instead of kept.
 
-  def forward(x):
-    with seeded_dropout(block, seed):
+  The mask and the seed are arguments of the recomputed function, not captured: the
+  recomputation then depends on the incoming gradient through all of its inputs, so
+  graph optimizations cannot merge it with the forward pass (which would keep, say, the
+  forward pass's dropout randomness alive until the backward pass).
+  """
+  # Integers below 2**24 are exact in float32: the seed travels as a float argument.
+  seed = tf.random.uniform([2], maxval=_SEED_RANGE, dtype=tf.int32)
+
+  def forward(x, attention_mask, seed):
+    with seeded_dropout(block, tf.cast(seed, tf.int32)):
       return block([x, attention_mask], training=training)  # [B, L, H]
 
-  return tf.recompute_grad(forward)(x) if recompute else forward(x)
+  args = (x, attention_mask, tf.cast(seed, tf.float32))
+  return tf.recompute_grad(forward)(*args) if recompute else forward(*args)
 
 
 def encoder_outputs(encoder, inputs: Dict[str, tf.Tensor], training=None,
