@@ -44,10 +44,11 @@ SHAPES = dict(query_seq_len=96, candidate_seq_len=288, num_candidates=8, max_mas
 
 
 def make_config(preset: str, batch_size: int, recompute: bool, precision: str,
-                jit_compile, num_layers=None) -> RealmConfig:
+                jit_compile, num_layers=None, micro_batches: int = 1) -> RealmConfig:
   overrides = {} if num_layers is None else dict(num_hidden_layers=num_layers)
   config = RealmConfig.preset(preset, batch_size=batch_size, recompute_activations=recompute,
-                              precision=precision, jit_compile=jit_compile, **SHAPES)
+                              precision=precision, jit_compile=jit_compile,
+                              micro_batches=micro_batches, **SHAPES)
   if overrides:
     bert = config.bert.__class__.preset(preset, **overrides)
     config = RealmConfig.from_dict(dict(config.to_dict(), bert=bert.to_dict(),
@@ -71,7 +72,8 @@ def build_step(config: RealmConfig, seed: int = 0):
 def run_one(args) -> dict:
   """Times one configuration (in this process)."""
   config = make_config(args["preset"], args["batch_size"], args["recompute"],
-                       args["precision"], args["jit_compile"], args.get("num_layers"))
+                       args["precision"], args["jit_compile"], args.get("num_layers"),
+                       args.get("micro_batches", 1))
   resolved = precision_lib.resolve_precision(config.precision)
   jit = precision_lib.resolve_jit_compile(config.jit_compile)
   step_bench.reset_gpu_peak()
@@ -93,7 +95,8 @@ def run_one(args) -> dict:
   result = dict(step="realm", preset=args["preset"], num_layers=config.bert.num_hidden_layers,
                 batch_size=config.batch_size, precision=resolved,
                 recompute_activations=config.recompute_activations, jit_compile=jit,
-                **SHAPES, steps=args["steps"], warmup_steps=args["warmup_steps"],
+                micro_batches=config.micro_batches, **SHAPES, steps=args["steps"],
+                warmup_steps=args["warmup_steps"],
                 warmup_s=round(warmup["s_per_step"] * args["warmup_steps"], 2),
                 s_per_step=round(timing["s_per_step"], 3),
                 examples_per_s=round(config.batch_size / timing["s_per_step"], 4),
@@ -123,6 +126,8 @@ def main():
   parser.add_argument("--jit", default="off", help="Comma list of off, on, auto.")
   parser.add_argument("--num_layers", type=int, default=None,
                       help="Override the presets' layer count (quick experiments).")
+  parser.add_argument("--micro_batches", type=int, default=1,
+                      help="Sequential micro-batches per batch (summed gradients).")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup_steps", type=int, default=1)
   parser.add_argument("--output", default=None, help="Also write the JSON list here.")
@@ -139,7 +144,8 @@ def main():
           for jit in args.jit.split(","):
             one = dict(preset=preset, batch_size=batch_size, precision=precision,
                        recompute=_bool(recompute), jit_compile=_bool(jit),
-                       num_layers=args.num_layers, steps=args.steps,
+                       num_layers=args.num_layers, micro_batches=args.micro_batches,
+                       steps=args.steps,
                        warmup_steps=args.warmup_steps)
             result = step_bench.run_isolated(os.path.abspath(__file__), one)
             print(json.dumps(result), flush=True)

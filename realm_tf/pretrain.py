@@ -107,6 +107,8 @@ def define_flags():
                        "activations in the backward pass (less memory, ~1/3 more compute).")
   flags.DEFINE_enum("precision", "auto", list(precision.PRECISIONS),
                     "auto: mixed_bfloat16 where the device or CPU has bf16 units.")
+  flags.DEFINE_integer("micro_batches", 1, "Sequential micro-batches per replica batch "
+                       "(summed gradients; the memory of one micro-batch).")
   # Distribution and refresh.
   flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                     "tf.distribute strategy.")
@@ -194,7 +196,7 @@ def build_config(sample: bool, vocab_path: str) -> RealmConfig:
       save_checkpoints_steps=_flag("save_checkpoints_steps", defaults),
       keep_checkpoint_max=FLAGS.keep_checkpoint_max, tf_random_seed=FLAGS.tf_random_seed,
       recompute_activations=FLAGS.recompute_activations, precision=FLAGS.precision,
-      jit_compile=FLAGS.jit_compile)
+      jit_compile=FLAGS.jit_compile, micro_batches=FLAGS.micro_batches)
 
 
 def main(argv):

@@ -9,7 +9,9 @@ import pytest
 import tensorflow as tf
 from official.nlp.modeling import layers as nlp_layers
 
-from realm_tf.modeling import encoders, recompute, testing_utils
+import tf_keras
+
+from realm_tf.modeling import encoders, recompute, testing_utils, training
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.realm_model import RealmModel
 
@@ -113,6 +115,34 @@ def test_realm_model_gradients_with_and_without_recomputation():
   assert [g is None for g in grads_a] == [g is None for g in grads_b]
   used = [(a, b) for a, b in zip(grads_a, grads_b) if a is not None]
   assert _max_diff(*zip(*used)) <= TOLERANCE
+
+
+def test_micro_batches_give_the_whole_batch_update():
+  no_dropout = testing_utils.tiny_bert_config(hidden_dropout_prob=0.0,
+                                              attention_probs_dropout_prob=0.0)
+  config = testing_utils.tiny_realm_config(bert=no_dropout, embedder=no_dropout,
+                                           embedder_dropout_rate=0.0, batch_size=4)
+  features = testing_utils.random_features(config, 4, seed=3)
+  tf.random.set_seed(0)
+  weights = RealmModel(config).build_variables().get_weights()
+  results = []
+  for micro_batches in (1, 2):
+    model = RealmModel(RealmConfig.from_dict(dict(config.to_dict(),
+                                                  micro_batches=micro_batches)))
+    model.build_variables().set_weights(weights)
+    step = training.make_train_step(model, tf_keras.optimizers.SGD(0.5))
+    out = step(features)
+    results.append(({k: float(v) for k, v in out.items()}, model.get_weights()))
+  (out_a, weights_a), (out_b, weights_b) = results
+  for key in out_a:
+    assert out_b[key] == pytest.approx(out_a[key], rel=1e-5, abs=1e-6), key
+  changed = 0
+  for before, a, b in zip(weights, weights_a, weights_b):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    changed += not np.allclose(a, before)
+  assert changed > len(weights) // 2
+  with pytest.raises(ValueError, match="micro_batches"):
+    RealmConfig.from_dict(dict(config.to_dict(), micro_batches=3))
 
 
 def test_config_round_trip_and_keras_config():

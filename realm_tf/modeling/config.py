@@ -152,6 +152,8 @@ class RealmConfig:
       optimizer and losses).
     jit_compile: XLA-compile the train step's forward and backward pass; None: on with a
       GPU or TPU, off on CPUs.
+    micro_batches: run each replica's batch as this many sequential micro-batches whose
+      gradients are summed (the same gradient, the memory of one micro-batch).
   """
   bert: BertConfig = dataclasses.field(default_factory=BertConfig)
   embedder: BertConfig = dataclasses.field(default_factory=BertConfig)
@@ -195,6 +197,7 @@ class RealmConfig:
   recompute_activations: bool = False
   precision: str = "auto"
   jit_compile: Optional[bool] = None
+  micro_batches: int = 1
 
   def __post_init__(self):
     if isinstance(self.bert, dict):
@@ -216,6 +219,9 @@ class RealmConfig:
     if self.num_train_steps < 1:
       raise ValueError(f"num_train_steps must be positive, got {self.num_train_steps}.")
     precision_lib.check_precision(self.precision)
+    if self.micro_batches < 1 or self.batch_size % self.micro_batches:
+      raise ValueError(f"micro_batches={self.micro_batches} must be positive and divide "
+                       f"batch_size={self.batch_size}.")
 
   @classmethod
   def preset(cls, name: str, embedder_preset: Optional[str] = None,
