@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import step_bench  # noqa: E402
-from export import tf_hub  # noqa: E402
+from realm_tf import tf_hub_modules as tf_hub  # noqa: E402
 from orqa import finetune_lib, modules, orqa_model, training_utils  # noqa: E402
 from realm_tf.modeling import flops as flops_lib  # noqa: E402
 from realm_tf.modeling import precision as precision_lib  # noqa: E402
