@@ -1,85 +1,159 @@
-"""Benchmark: REALM train-step throughput (examples/s) on the current device.
+"""Benchmark: REALM train steps, speed and memory against the machine's matmul limit.
 
-Runs `realm_tf.modeling.training.make_train_step` (forward + backward of both retriever
-towers and the reader, BERT AdamW update) on random batches with the shapes of the
-original launcher: Q=96, N=8 candidates x C=288, M=10 masks, vocab 30522. Prints one JSON
-object per configuration and a JSON list at the end.
+Runs `realm_tf.modeling.training.make_train_step` (forward and backward of the query
+tower, the document tower on every candidate and the reader with its MLM head, BERT AdamW
+update) on a random batch with the original launcher's shapes (Q 96, N 8 candidates x C
+288, M 10 masks, vocab 30522) and random-init encoders of a preset (tiny L2/H128, minilm
+L6/H384, base L12/H768). Every configuration runs in a fresh process and reports
+(one JSON object per line, then a JSON list; `--output` also writes the list):
 
-  python bench/realm_train_step.py --presets=tiny,minilm --batch_sizes=4,16 \
-      --jit=off,on --precision=float32,mixed_bfloat16 --steps=3
+* examples/s, s/step, CPU and system seconds per step;
+* achieved GFLOP/s (FLOPs from the shapes: `realm_tf.modeling.flops`) and its share of
+  the float32 (and, for bfloat16, the bfloat16) matmul rate measured in the same process,
+  before and after the timed steps;
+* peak memory: the process's peak RSS (`ru_maxrss`) and, on a GPU, the peak device memory;
+* the losses of the timed steps (`--steps=200` gives a loss curve to compare precisions).
+
+On a GPU it runs unchanged; `--jit=auto --precision=auto` then means XLA and
+mixed_bfloat16 (on GPUs of compute capability 8.0+).
+
+  python bench/realm_train_step.py --presets=tiny,minilm --batch_sizes=4 \
+      --precision=float32,mixed_bfloat16 --recompute=off,on --jit=off,on --steps=3
 """
 
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import realm_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow is imported)
+import realm_tf  # noqa: E402,F401  (selects Keras 2 and oneDNN before TensorFlow loads)
 import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
 
+import step_bench  # noqa: E402
+from realm_tf.modeling import flops as flops_lib  # noqa: E402
 from realm_tf.modeling import optimizer as optimizer_lib  # noqa: E402
+from realm_tf.modeling import precision as precision_lib  # noqa: E402
 from realm_tf.modeling import testing_utils, training  # noqa: E402
 from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling.realm_model import RealmModel  # noqa: E402
 
+SHAPES = dict(query_seq_len=96, candidate_seq_len=288, num_candidates=8, max_masks=10)
 
-def run_one(preset, batch_size, jit, precision, steps, warmup_steps, seed=0):
-  """Times `steps` train steps after `warmup_steps` (tracing/compilation) steps."""
-  tf_keras.mixed_precision.set_global_policy(precision)
-  try:
-    config = RealmConfig.preset(preset, query_seq_len=96, candidate_seq_len=288,
-                                num_candidates=8, max_masks=10, batch_size=batch_size)
-    tf.random.set_seed(seed)
-    model = RealmModel(config)
-    optimizer = optimizer_lib.create_optimizer(config)
-    step = training.make_train_step(model, optimizer, jit_compile=jit)
-    features = testing_utils.random_features(config, batch_size, seed=seed)
-    t0 = time.perf_counter()
-    for _ in range(warmup_steps):
-      out = step(features)
-    float(out["loss"])
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      out = step(features)
-    loss = float(out["loss"])
-    elapsed = time.perf_counter() - t0
-  finally:
-    tf_keras.mixed_precision.set_global_policy("float32")
-  return dict(preset=preset, batch_size=batch_size, jit_compile=jit, precision=precision,
-              query_seq_len=96, num_candidates=8, candidate_seq_len=288, max_masks=10,
-              steps=steps, warmup_steps=warmup_steps, warmup_s=round(first, 2),
-              s_per_step=round(elapsed / steps, 3),
-              examples_per_s=round(batch_size * steps / elapsed, 3), loss=round(loss, 4))
+
+def make_config(preset: str, batch_size: int, recompute: bool, precision: str,
+                jit_compile, num_layers=None, micro_batches: int = 1) -> RealmConfig:
+  overrides = {} if num_layers is None else dict(num_hidden_layers=num_layers)
+  config = RealmConfig.preset(preset, batch_size=batch_size, recompute_activations=recompute,
+                              precision=precision, jit_compile=jit_compile,
+                              micro_batches=micro_batches, **SHAPES)
+  if overrides:
+    bert = config.bert.__class__.preset(preset, **overrides)
+    config = RealmConfig.from_dict(dict(config.to_dict(), bert=bert.to_dict(),
+                                        embedder=bert.to_dict()))
+  return config
+
+
+def build_step(config: RealmConfig, seed: int = 0):
+  """(model, train step, features) with the config's precision and XLA choice."""
+  tf.random.set_seed(seed)
+  with precision_lib.policy_scope(config.precision):
+    model = RealmModel(config).build_variables()
+  optimizer = optimizer_lib.create_optimizer(config)
+  step = training.make_train_step(model, optimizer,
+                                  jit_compile=precision_lib.resolve_jit_compile(
+                                      config.jit_compile))
+  features = testing_utils.random_features(config, config.batch_size, seed=seed)
+  return model, optimizer, step, features
+
+
+def run_one(args) -> dict:
+  """Times one configuration (in this process)."""
+  config = make_config(args["preset"], args["batch_size"], args["recompute"],
+                       args["precision"], args["jit_compile"], args.get("num_layers"),
+                       args.get("micro_batches", 1))
+  resolved = precision_lib.resolve_precision(config.precision)
+  jit = precision_lib.resolve_jit_compile(config.jit_compile)
+  step_bench.reset_gpu_peak()
+  _, _, step, features = build_step(config)
+  warmup = step_bench.time_steps(lambda: step(features), args["warmup_steps"],
+                                 lambda out: float(out["loss"]))
+  limits = {"float32_matmul": step_bench.matmul_rate(tf.float32)}
+  cpu_limit = step_bench.matmul_rate(tf.float32, per_cpu_second=True)
+  if resolved == precision_lib.MIXED_BFLOAT16:
+    limits["bfloat16_matmul"] = step_bench.matmul_rate(tf.bfloat16)
+  timing = step_bench.time_steps(lambda: step(features), args["steps"],
+                                 lambda out: float(out["loss"]))
+  after = {"float32_matmul": step_bench.matmul_rate(tf.float32)}
+  cpu_limit = (cpu_limit + step_bench.matmul_rate(tf.float32, per_cpu_second=True)) / 2
+  if resolved == precision_lib.MIXED_BFLOAT16:
+    after["bfloat16_matmul"] = step_bench.matmul_rate(tf.bfloat16)
+  limits = {k: (v + after[k]) / 2 for k, v in limits.items()}
+  flops = flops_lib.realm_train_flops(config, config.batch_size)
+  result = dict(step="realm", preset=args["preset"], num_layers=config.bert.num_hidden_layers,
+                batch_size=config.batch_size, precision=resolved,
+                recompute_activations=config.recompute_activations, jit_compile=jit,
+                micro_batches=config.micro_batches, **SHAPES, steps=args["steps"],
+                warmup_steps=args["warmup_steps"],
+                warmup_s=round(warmup["s_per_step"] * args["warmup_steps"], 2),
+                s_per_step=round(timing["s_per_step"], 3),
+                examples_per_s=round(config.batch_size / timing["s_per_step"], 4),
+                cpu_s_per_step=round(timing["cpu_s_per_step"], 2),
+                sys_s_per_step=round(timing["sys_s_per_step"], 2),
+                tflop_per_example=round(flops / config.batch_size / 1e12, 4),
+                **{f"{k}_gflops": round(v, 1) for k, v in limits.items()},
+                float32_matmul_gflop_per_cpu_s=round(cpu_limit, 1),
+                **step_bench.rates(flops, timing, limits, cpu_limit),
+                **step_bench.peak_memory(),
+                losses=[round(v, 4) for v in timing["values"]])
+  result.update(step_bench.device_description())
+  return result
+
+
+def _bool(value: str):
+  return {"on": True, "off": False, "auto": None}[value]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--presets", default="tiny,minilm")
-  parser.add_argument("--batch_sizes", default="4,16")
-  parser.add_argument("--jit", default="off,on")
-  parser.add_argument("--precision", default="float32")
+  parser.add_argument("--batch_sizes", default="4")
+  parser.add_argument("--precision", default="float32",
+                      help="Comma list of auto, float32, mixed_bfloat16.")
+  parser.add_argument("--recompute", default="off", help="Comma list of off, on.")
+  parser.add_argument("--jit", default="off", help="Comma list of off, on, auto.")
+  parser.add_argument("--num_layers", type=int, default=None,
+                      help="Override the presets' layer count (quick experiments).")
+  parser.add_argument("--micro_batches", type=int, default=1,
+                      help="Sequential micro-batches per batch (summed gradients).")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup_steps", type=int, default=1)
+  parser.add_argument("--output", default=None, help="Also write the JSON list here.")
+  parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
-  gpus = tf.config.list_physical_devices("GPU")
-  device = gpus[0].name if gpus else f"cpu x{os.cpu_count()} ({platform.processor()})"
+  if args.one:
+    print(json.dumps(run_one(json.loads(args.one))), flush=True)
+    return
   results = []
   for preset in args.presets.split(","):
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-      for jit in args.jit.split(","):
-        for precision in args.precision.split(","):
-          r = run_one(preset, batch_size, jit == "on", precision, args.steps,
-                      args.warmup_steps)
-          r.update(device=device, tensorflow=tf.__version__)
-          print(json.dumps(r), flush=True)
-          results.append(r)
+      for precision in args.precision.split(","):
+        for recompute in args.recompute.split(","):
+          for jit in args.jit.split(","):
+            one = dict(preset=preset, batch_size=batch_size, precision=precision,
+                       recompute=_bool(recompute), jit_compile=_bool(jit),
+                       num_layers=args.num_layers, micro_batches=args.micro_batches,
+                       steps=args.steps,
+                       warmup_steps=args.warmup_steps)
+            result = step_bench.run_isolated(os.path.abspath(__file__), one)
+            print(json.dumps(result), flush=True)
+            results.append(result)
   print(json.dumps(results, indent=1))
+  if args.output:
+    with open(args.output, "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

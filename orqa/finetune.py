@@ -64,6 +64,7 @@ from orqa import qa_data
 from orqa import span_scorer
 from orqa import training_utils
 from realm_tf import cli
+from realm_tf.modeling import precision
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import export_dirs
@@ -150,6 +151,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
   flags.DEFINE_integer("seed", 0, "Seed of the initialization and the data.", **fv)
   flags.DEFINE_enum("strategy", "default", list(training_utils.STRATEGIES),
                     "tf.distribute strategy.", **fv)
+  flags.DEFINE_boolean("recompute_activations", False,
+                       "Recompute the reader's layer activations in the backward pass (less "
+                       "memory, ~1/3 more reader compute; needs a Keras reader).", **fv)
+  flags.DEFINE_enum("precision", "auto", list(precision.PRECISIONS),
+                    "auto: mixed_bfloat16 where the device or CPU has bf16 units.", **fv)
+  flags.DEFINE_boolean("jit_compile", None,
+                       "XLA-compile the reader (default: on with a GPU or TPU).", **fv)
   flags.mark_flags_as_required(["model_dir", "retriever_module_path", "block_records_path",
                                 "num_train_steps"], **fv)
 
@@ -163,11 +171,14 @@ def model_params(span_hidden_size: int) -> finetune_lib.ModelParams:
       reader_vocab_path=FLAGS.reader_vocab_path,
       reader_do_lower_case=FLAGS.reader_do_lower_case,
       reader_dropout_rate=FLAGS.reader_dropout_rate, searcher=FLAGS.searcher,
+      precision=FLAGS.precision,
       model=dict(retrieval_beam_size=FLAGS.retrieval_beam_size,
                  reader_beam_size=FLAGS.reader_beam_size,
                  reader_seq_len=FLAGS.reader_seq_len, query_seq_len=FLAGS.query_seq_len,
                  span_hidden_size=span_hidden_size,
-                 max_span_width=FLAGS.max_span_width, include_titles=FLAGS.include_titles))
+                 max_span_width=FLAGS.max_span_width, include_titles=FLAGS.include_titles,
+                 recompute_activations=FLAGS.recompute_activations,
+                 jit_compile=FLAGS.jit_compile))
 
 
 def span_init():

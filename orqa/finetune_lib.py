@@ -17,6 +17,7 @@ from orqa import jsonl_io
 from orqa import modules
 from orqa import orqa_model
 from orqa import qa_data
+from realm_tf.modeling import precision as precision_lib
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import searchers
@@ -43,6 +44,9 @@ class ModelParams:
   reader_dropout_rate: Optional[float] = None
   searcher: str = searchers.BRUTE_FORCE
   model: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # "auto", "float32" or "mixed_bfloat16" (`realm_tf.modeling.precision`): the policy the
+  # reader and span scorer are built with (a SavedModel tower keeps its own).
+  precision: str = precision_lib.AUTO
 
   def orqa_config(self) -> orqa_model.OrqaConfig:
     return orqa_model.OrqaConfig(**self.model)
@@ -108,7 +112,7 @@ def build_model(params: ModelParams, strategy: tf.distribute.Strategy,
   config = params.orqa_config()
   if index is None:
     index = load_block_index(params, num_neighbors or config.retrieval_beam_size)
-  with strategy.scope():
+  with strategy.scope(), precision_lib.policy_scope(params.precision):
     tower, retriever_tokenizer = modules.load_embedder_module(params.retriever_module_path)
   check_block_records(params, retriever_tokenizer)
   with strategy.scope():

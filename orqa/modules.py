@@ -25,6 +25,7 @@ import tensorflow_hub as hub
 
 from realm_tf import errors
 from realm_tf.modeling import architecture
+from realm_tf.modeling import attention
 from realm_tf.modeling import encoders
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling import weights
@@ -189,5 +190,6 @@ def build_reader(source: BertSource) -> Tuple[tf.Module, Tokenizer]:
   config = source.config(tokenizer.vocab_size)
   encoder = encoders.build_bert_encoder(config, name="reader")
   encoder(encoders.dummy_inputs(), training=False)
+  attention.use_fast_attention(encoder)
   source.load_weights(encoder, config)
   return encoder, tokenizer

@@ -38,7 +38,10 @@ from orqa import span_scorer as span_scorer_lib
 from orqa import spans
 from orqa import titled_reader_features
 from realm_tf import errors
+from official.nlp.modeling import networks
 from realm_tf.featurization import bert_format
+from realm_tf.modeling import precision
+from realm_tf.modeling import recompute
 from realm_tf.retrieval import searchers
 
 TOP_K_MATCH = (5, 10, 50, 100, 500, 1000, 5000)
@@ -46,7 +49,14 @@ TOP_K_MATCH = (5, 10, 50, 100, 500, 1000, 5000)
 
 @dataclasses.dataclass
 class OrqaConfig:
-  """Shapes of the ORQA model (the original's flags, spec 7.8)."""
+  """Shapes of the ORQA model (the original's flags, spec 7.8), and how the reader runs.
+
+  recompute_activations: recompute each reader transformer layer's activations in the
+    backward pass instead of keeping them (`realm_tf.modeling.recompute`); needs a Keras
+    reader (a Hugging Face folder, a checkpoint or random init, not a SavedModel module).
+  jit_compile: XLA-compile the reader's forward and backward pass (the rest of the step,
+    with its string ops and search, stays a TensorFlow graph); None: on with a GPU or TPU.
+  """
   retrieval_beam_size: int = 5000
   reader_beam_size: int = 5
   reader_seq_len: int = 320
@@ -54,6 +64,8 @@ class OrqaConfig:
   span_hidden_size: int = 256
   max_span_width: int = 10
   include_titles: bool = True
+  recompute_activations: bool = False
+  jit_compile: Optional[bool] = None
 
   def __post_init__(self):
     if self.reader_beam_size > self.retrieval_beam_size:
@@ -178,6 +190,12 @@ class OrqaModel(tf_keras.Model):
   def __init__(self, question_tower, retriever_tokenizer, reader, reader_tokenizer,
                index: BlockIndex, config: OrqaConfig, **kwargs):
     super().__init__(**kwargs)
+    if config.recompute_activations and not isinstance(reader, networks.BertEncoderV2):
+      raise ValueError(
+          f"recompute_activations needs a Keras BERT reader (a Hugging Face folder, a "
+          f"checkpoint or random init); the reader {reader.name!r} is a "
+          f"{type(reader).__name__}, e.g. a SavedModel module, whose layers cannot be "
+          "recomputed one by one.")
     self.config = config
     self.question_tower = question_tower
     self.reader = reader
@@ -187,7 +205,8 @@ class OrqaModel(tf_keras.Model):
     # Not tracked: not part of the checkpoint.
     self._static = types.SimpleNamespace(
         index=index, retriever_tokenizer=retriever_tokenizer,
-        reader_tokenizer=reader_tokenizer, vocab=vocab)
+        reader_tokenizer=reader_tokenizer, vocab=vocab,
+        jit_compile=precision.resolve_jit_compile(config.jit_compile), read_functions={})
 
   @property
   def index(self) -> BlockIndex:
@@ -268,8 +287,7 @@ class OrqaModel(tf_keras.Model):
     seq_len = config.reader_seq_len
     flat = [tf.reshape(t, [-1, seq_len]) for t in (inputs.token_ids, inputs.mask,
                                                    inputs.segment_ids)]  # [B * R, L]
-    sequence_output = self.reader(_hub_inputs(flat),
-                                  training=training)["sequence_output"]  # [B * R, L, H]
+    sequence_output = self._read(_hub_inputs(flat), training)  # [B * R, L, H]
     starts, ends, span_mask = spans.span_candidates(inputs.block_mask,
                                                     config.max_span_width)  # [S], [B, R, S]
     # The scorer sees rank-3 inputs, as when its variables were built.
@@ -309,6 +327,19 @@ class OrqaModel(tf_keras.Model):
       for k, match in spans.top_k_match(retriever_correct, TOP_K_MATCH).items():
         outputs[f"top_{k}_match"] = match
     return outputs
+
+  def _read(self, inputs, training):
+    """The reader's sequence_output [N, L, H] (recomputed and XLA-compiled per config)."""
+    training = bool(training)
+    functions = self._static.read_functions
+    if training not in functions:
+      def read(inputs):
+        if self.config.recompute_activations:
+          return recompute.encoder_outputs(self.reader, inputs, training)["sequence_output"]
+        return self.reader(inputs, training=training)["sequence_output"]
+      functions[training] = (tf.function(read, jit_compile=True)
+                             if self._static.jit_compile else read)
+    return functions[training](inputs)
 
   def _answer_text(self, features, predicted_block, start, end):
     """The original's answer: `get_final_text(wordpieces, orig tokens of the span)`."""

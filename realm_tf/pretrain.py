@@ -34,6 +34,7 @@ from realm_tf import sample_data
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
 from realm_tf.modeling import architecture
+from realm_tf.modeling import precision
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.weights import load_pretrained_realm
 from realm_tf.retrieval import answer_recall, block_index, searchers
@@ -104,7 +105,14 @@ def define_flags():
   flags.DEFINE_integer("num_eval_steps", None, "Eval batches per evaluation.")
   flags.DEFINE_integer("log_every_steps", 10, "Progress and TensorBoard cadence.")
   flags.DEFINE_integer("tf_random_seed", 0, "Seed of initialization and example generation.")
-  flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
+  flags.DEFINE_boolean("jit_compile", None, "XLA-compile the train step (default: on with "
+                       "a GPU or TPU).")
+  flags.DEFINE_boolean("recompute_activations", False, "Recompute each transformer layer's "
+                       "activations in the backward pass (less memory, ~1/3 more compute).")
+  flags.DEFINE_enum("precision", "auto", list(precision.PRECISIONS),
+                    "auto: mixed_bfloat16 where the device or CPU has bf16 units.")
+  flags.DEFINE_integer("micro_batches", 1, "Sequential micro-batches per replica batch "
+                       "(summed gradients; the memory of one micro-batch).")
   # Distribution and refresh.
   flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                     "tf.distribute strategy.")
@@ -190,7 +198,9 @@ def build_config(sample: bool, vocab_path: str) -> RealmConfig:
       eval_batch_size=_flag("eval_batch_size", defaults),
       num_eval_steps=_flag("num_eval_steps", defaults),
       save_checkpoints_steps=_flag("save_checkpoints_steps", defaults),
-      keep_checkpoint_max=FLAGS.keep_checkpoint_max, tf_random_seed=FLAGS.tf_random_seed)
+      keep_checkpoint_max=FLAGS.keep_checkpoint_max, tf_random_seed=FLAGS.tf_random_seed,
+      recompute_activations=FLAGS.recompute_activations, precision=FLAGS.precision,
+      jit_compile=FLAGS.jit_compile, micro_batches=FLAGS.micro_batches)
 
 
 def main(argv):
@@ -244,7 +254,8 @@ def main(argv):
   export_steps = _flag("export_steps", defaults) or config.save_checkpoints_steps
   trainer = Trainer(config, model_dir, strategy, tokenizer, train_stream, eval_stream,
                     export_steps=export_steps, num_eval_steps=config.num_eval_steps or 0,
-                    log_every_steps=FLAGS.log_every_steps, jit_compile=FLAGS.jit_compile,
+                    log_every_steps=FLAGS.log_every_steps,
+                    jit_compile=precision.resolve_jit_compile(config.jit_compile),
                     on_log=refresh.check if refresh else None, zero_shot=zero_shot)
   if not trainer.restore():
     bert_init = FLAGS.init_hf_bert or FLAGS.init_checkpoint

@@ -31,7 +31,7 @@ def _save_embedder_module(path, tokenizer):
   return path
 
 
-def _build_model(module_path, vocab_path):
+def _build_model(module_path, vocab_path, **config_overrides):
   tower, retriever_tokenizer = modules.load_embedder_module(module_path)
   reader, reader_tokenizer = modules.build_reader(modules.BertSource(
       preset="tiny", vocab_path=vocab_path, dropout_rate=0.0))
@@ -39,7 +39,7 @@ def _build_model(module_path, vocab_path):
   index = orqa_model.BlockIndex(block_emb, TITLES, BODIES)
   config = orqa_model.OrqaConfig(retrieval_beam_size=6, reader_beam_size=3,
                                  reader_seq_len=24, query_seq_len=8, span_hidden_size=16,
-                                 max_span_width=3)
+                                 max_span_width=3, **config_overrides)
   return orqa_model.OrqaModel(tower, retriever_tokenizer, reader, reader_tokenizer, index,
                               config).build_variables()
 
@@ -233,3 +233,35 @@ emit(sums)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=variable.name)
   changed = sum(not np.allclose(e, v.numpy()) for e, v in zip(expected, variables))
   assert changed > len(variables) // 2
+
+
+def test_recomputed_and_compiled_reader_give_the_same_values(model, embedder_module,
+                                                             tiny_vocab_path):
+  _, variables, grads = _mean_loss_gradients(model)
+  expected = {v.name: g for g, v in zip(grads, variables)}
+  for overrides in (dict(recompute_activations=True, jit_compile=False),
+                    dict(recompute_activations=False, jit_compile=True)):
+    other = _build_model(embedder_module, tiny_vocab_path, **overrides)
+    other.reader.set_weights(model.reader.get_weights())
+    other.span_scorer.set_weights(model.span_scorer.get_weights())
+    if overrides["jit_compile"]:  # XLA: the inference outputs (compiling a backward
+      # pass too would only slow the suite down).
+      questions = tf.constant(QUESTIONS)
+      np.testing.assert_allclose(other(questions, training=False)["reader_logits"].numpy(),
+                                 model(questions, training=False)["reader_logits"].numpy(),
+                                 rtol=1e-5, atol=1e-4)
+      continue
+    _, other_variables, other_grads = _mean_loss_gradients(other)
+    assert [v.name for v in other_variables] == list(expected)
+    for g, v in zip(other_grads, other_variables):
+      if g is None:
+        assert expected[v.name] is None, v.name
+        continue
+      np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(),
+                                 tf.convert_to_tensor(expected[v.name]).numpy(),
+                                 rtol=1e-5, atol=1e-6, err_msg=v.name)
+  # A SavedModel module (a hub.KerasLayer) cannot be recomputed layer by layer.
+  tower, tokenizer = modules.load_embedder_module(embedder_module)
+  with pytest.raises(ValueError, match="recompute_activations needs a Keras BERT reader"):
+    orqa_model.OrqaModel(tower, tokenizer, tower, tokenizer, model.index,
+                         orqa_model.OrqaConfig(recompute_activations=True))

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 
+from realm_tf.modeling import precision as precision_lib
+
 CONFIG_FILENAME = "config.json"
 
 # hidden_act values: "gelu" is the exact (erf) GELU of Hugging Face BERT; "gelu_approximate"
@@ -141,6 +143,17 @@ class RealmConfig:
 
   Loop (spec 7.1): batch_size and eval_batch_size are *global* batch sizes; the remaining
   fields keep the original's flag names and defaults.
+
+  Compute (memory and speed, not the math; `realm_tf.modeling.precision`):
+    recompute_activations: recompute each transformer layer's activations in the backward
+      pass instead of keeping them (`realm_tf.modeling.recompute`).
+    precision: "auto" (mixed_bfloat16 on TPUs, bf16-capable GPUs and CPUs with bf16
+      instructions; float32 elsewhere), "float32" or "mixed_bfloat16" (float32 variables,
+      optimizer and losses).
+    jit_compile: XLA-compile the train step's forward and backward pass; None: on with a
+      GPU or TPU, off on CPUs.
+    micro_batches: run each replica's batch as this many sequential micro-batches whose
+      gradients are summed (the same gradient, the memory of one micro-batch).
   """
   bert: BertConfig = dataclasses.field(default_factory=BertConfig)
   embedder: BertConfig = dataclasses.field(default_factory=BertConfig)
@@ -180,6 +193,11 @@ class RealmConfig:
   num_input_threads: int = 12
   train_preprocessing_servers: Optional[List[str]] = None
   eval_preprocessing_servers: Optional[List[str]] = None
+  # Compute.
+  recompute_activations: bool = False
+  precision: str = "auto"
+  jit_compile: Optional[bool] = None
+  micro_batches: int = 1
 
   def __post_init__(self):
     if isinstance(self.bert, dict):
@@ -200,6 +218,10 @@ class RealmConfig:
                        f"max_position_embeddings ({self.embedder.max_position_embeddings}).")
     if self.num_train_steps < 1:
       raise ValueError(f"num_train_steps must be positive, got {self.num_train_steps}.")
+    precision_lib.check_precision(self.precision)
+    if self.micro_batches < 1 or self.batch_size % self.micro_batches:
+      raise ValueError(f"micro_batches={self.micro_batches} must be positive and divide "
+                       f"batch_size={self.batch_size}.")
 
   @classmethod
   def preset(cls, name: str, embedder_preset: Optional[str] = None,

@@ -10,7 +10,9 @@ from typing import Any, Dict, Union
 import tensorflow as tf
 import tf_keras
 
+from realm_tf.modeling import attention
 from realm_tf.modeling import encoders
+from realm_tf.modeling import recompute
 from realm_tf.modeling.config import BertConfig
 from realm_tf.modeling.embedder import unpack_inputs
 from realm_tf.modeling.mlm_head import MaskedLMHead
@@ -22,6 +24,8 @@ class KnowledgeAugmentedEncoder(tf_keras.Model):
 
   Args:
     encoder_config: `BertConfig` (or its dict) of the BERT encoder.
+    recompute_activations: recompute each transformer layer's activations in the backward
+      pass instead of keeping them (`realm_tf.modeling.recompute`).
 
   Call inputs: the encoder inputs (a dict with `input_word_ids`, `input_mask`,
   `input_type_ids`, or a `BertInputs` tuple) of int32 [batch_size, seq_len]; and optional
@@ -32,14 +36,17 @@ class KnowledgeAugmentedEncoder(tf_keras.Model):
   [batch_size, num_masks, vocab_size].
   """
 
-  def __init__(self, encoder_config: Union[BertConfig, Dict[str, Any]], **kwargs):
+  def __init__(self, encoder_config: Union[BertConfig, Dict[str, Any]],
+               recompute_activations: bool = False, **kwargs):
     super().__init__(**kwargs)
     self._encoder_config = encoders.as_bert_config(encoder_config)
+    self.recompute_activations = recompute_activations
     self.encoder = encoders.build_bert_encoder(self._encoder_config, name="bert_encoder")
     # The head ties its output weights to the word embeddings, which exist once the
     # encoder is built (as in tf-models-official's BertPretrainerV2).
     with tf.name_scope(self.name):
       self.encoder(encoders.dummy_inputs(), training=False)
+    attention.use_fast_attention(self.encoder)
     self.masked_lm = MaskedLMHead(
         embedding_table=self.encoder.get_embedding_table(),
         activation=encoders.get_activation(self._encoder_config.hidden_act),
@@ -52,7 +59,10 @@ class KnowledgeAugmentedEncoder(tf_keras.Model):
     return self._encoder_config
 
   def call(self, inputs, mlm_positions=None, training=None):
-    outputs = self.encoder(unpack_inputs(inputs), training=training)
+    if self.recompute_activations:
+      outputs = recompute.encoder_outputs(self.encoder, unpack_inputs(inputs), training)
+    else:
+      outputs = self.encoder(unpack_inputs(inputs), training=training)
     result = dict(sequence_output=outputs["sequence_output"],
                   pooled_output=outputs["pooled_output"])
     if mlm_positions is not None:
@@ -71,7 +81,8 @@ class KnowledgeAugmentedEncoder(tf_keras.Model):
     self.build_variables()
 
   def get_config(self):
-    return dict(encoder_config=self._encoder_config.to_dict(), name=self.name)
+    return dict(encoder_config=self._encoder_config.to_dict(),
+                recompute_activations=self.recompute_activations, name=self.name)
 
   @classmethod
   def from_config(cls, config, custom_objects=None):

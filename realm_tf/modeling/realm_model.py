@@ -147,7 +147,8 @@ class RealmModel(tf_keras.Model):
     self.train_document_tower = train_document_tower
     embedder_kwargs = dict(projection_size=config.projection_size,
                            dropout_rate=config.embedder_dropout_rate,
-                           layer_norm_epsilon=config.embedder_layer_norm_epsilon)
+                           layer_norm_epsilon=config.embedder_layer_norm_epsilon,
+                           recompute_activations=config.recompute_activations)
     self.document_embedder = ProjectedEmbedder(config.embedder, name="embedder",
                                                **embedder_kwargs)
     if config.share_embedders:
@@ -155,7 +156,8 @@ class RealmModel(tf_keras.Model):
     else:
       self.query_embedder = ProjectedEmbedder(config.embedder, name="query_embedder",
                                               **embedder_kwargs)
-    self.reader = KnowledgeAugmentedEncoder(config.bert, name="bert")
+    self.reader = KnowledgeAugmentedEncoder(
+        config.bert, recompute_activations=config.recompute_activations, name="bert")
 
   @property
   def config(self) -> RealmConfig:

@@ -12,6 +12,12 @@
 
 With `jit_compile=True` the forward and backward pass of each replica is XLA-compiled;
 the all-reduces and the optimizer update stay outside the compiled function.
+
+With `micro_batches=k` (`RealmConfig.micro_batches`) each replica's batch is split into k
+equal micro-batches that run one after the other (a `tf.while_loop` without parallel
+iterations), their gradients summed before the one optimizer update: the same gradient
+as the whole batch (each micro-batch is normalized by the whole batch's counts) with the
+activation memory of one micro-batch.
 """
 
 from typing import Callable, Dict, Optional
@@ -38,8 +44,21 @@ def _scalars(outputs) -> Dict[str, tf.Tensor]:
   return {k: outputs[k] for k in METRIC_KEYS}
 
 
+def _micro_batch(features, index, num_micro_batches: int):
+  """Micro-batch `index` of a batch: rows [index * b, (index + 1) * b) of every tensor."""
+  def take(t):
+    size = tf.shape(t)[0] // num_micro_batches
+    return t[index * size:(index + 1) * size]
+  return tf.nest.map_structure(take, features)
+
+
+def _dense(grad):
+  return tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices) else grad
+
+
 def make_train_step(model: RealmModel, optimizer, strategy: Optional[
-    tf.distribute.Strategy] = None, jit_compile: bool = False) -> Callable:
+    tf.distribute.Strategy] = None, jit_compile: bool = False,
+                    micro_batches: Optional[int] = None) -> Callable:
   """A `tf.function(features) -> {loss, retrieval_utility, off_policy_delay_mins}`.
 
   Args:
@@ -47,6 +66,8 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
     optimizer: e.g. `create_optimizer(config)` (created under `strategy.scope()`).
     strategy: the distribution strategy (default: the current one).
     jit_compile: XLA-compile each replica's forward and backward pass.
+    micro_batches: split each replica's batch into this many sequential micro-batches
+      (default: `model.config.micro_batches`); it must divide the per-replica batch.
 
   The returned function takes one global batch, as a distributed value (from
   `strategy.experimental_distribute_dataset` or `distribute_datasets_from_function`) for a
@@ -54,6 +75,10 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
   once.
   """
   strategy = strategy or tf.distribute.get_strategy()
+  if micro_batches is None:
+    micro_batches = getattr(model.config, "micro_batches", 1)
+  if micro_batches < 1:
+    raise ValueError(f"micro_batches must be positive, got {micro_batches}.")
 
   def forward_backward(features, num_masks, num_examples, now):
     with tf.GradientTape() as tape:
@@ -66,10 +91,33 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
   if jit_compile:
     forward_backward = tf.function(forward_backward, jit_compile=True)
 
+  def accumulated(features, num_masks, num_examples, now):
+    """Scalars and gradients summed over the micro-batches, run one at a time."""
+    batch_size = tf.shape(features["mlm_mask"])[0]
+    tf.debugging.assert_equal(batch_size % micro_batches, 0, message=(
+        f"micro_batches={micro_batches} does not divide the per-replica batch"))
+    # The first micro-batch outside the loop fixes which variables get gradients.
+    scalars, grads = forward_backward(_micro_batch(features, 0, micro_batches), num_masks,
+                                      num_examples, now)
+    used = [g is not None for g in grads]
+    grads = [_dense(g) for g in grads if g is not None]
+    for i in tf.range(1, micro_batches):
+      tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+      more_scalars, more_grads = forward_backward(
+          _micro_batch(features, i, micro_batches), num_masks, num_examples, now)
+      scalars = {k: v + more_scalars[k] for k, v in scalars.items()}
+      more_grads = [_dense(m) for m in more_grads if m is not None]
+      grads = [g + m for g, m in zip(grads, more_grads)]
+    grads = iter(grads)
+    return scalars, [next(grads) if u else None for u in used]
+
   def replica_step(features):
     num_masks, num_examples = _normalizers(features)
     now = tf.timestamp()  # Outside XLA: tf.timestamp cannot be compiled.
-    scalars, grads = forward_backward(features, num_masks, num_examples, now)
+    if micro_batches == 1:
+      scalars, grads = forward_backward(features, num_masks, num_examples, now)
+    else:
+      scalars, grads = accumulated(features, num_masks, num_examples, now)
     # Variables the loss does not reach (the reader's pooler) have no gradient.
     optimizer.apply_gradients(
         [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])

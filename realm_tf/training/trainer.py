@@ -26,6 +26,7 @@ import tensorflow as tf
 from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.generation.stream import ExampleStream
 from realm_tf.modeling.config import RealmConfig
+from realm_tf.modeling import precision
 from realm_tf.modeling.optimizer import create_optimizer
 from realm_tf.modeling.realm_model import RealmModel
 from realm_tf.modeling.training import make_train_step
@@ -91,7 +92,7 @@ class Trainer:
     self.on_log = on_log
     self.zero_shot = zero_shot
     self.chief = strategies.is_chief(strategy)
-    with strategy.scope():
+    with strategy.scope(), precision.policy_scope(config.precision):
       self.model = RealmModel(config).build_variables()
       self.optimizer = create_optimizer(config)
       # Slots exist before a restore, so resumed runs get their exact values.
