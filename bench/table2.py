@@ -103,6 +103,7 @@ class Scale:
   orqa_batch_size: int
   orqa_learning_rate: float
   orqa_save_steps: int
+  orqa_eval_questions: int  # first dev questions of each ORQA evaluation (model selection)
   orqa_beam: int
   reader_seq_len: int
   test_questions: int
@@ -110,37 +111,41 @@ class Scale:
 
 
 SCALES = {
-    "tiny": Scale(corpus_passages=600, realm_passages=240, ict_stride=2,
-                  ict_eval_passages=64, query_seq_len=32, block_seq_len=64,
-                  corpus_shards=2, realm_shards=4, ict_steps=6, ict_batch_size=8,
-                  ict_learning_rate=1e-4, ict_eval_every=3, ict_eval_steps=2, realm_steps=6, realm_batch_size=2,
-                  num_candidates=3, max_masks=5, realm_learning_rate=3e-5,
-                  realm_export_steps=3, realm_eval_steps=2, curve_questions=16,
-                  encode_batch_size=64, dev_questions=24, orqa_steps=4, orqa_batch_size=2,
-                  orqa_learning_rate=3e-5, orqa_save_steps=2, orqa_beam=50,
-                  reader_seq_len=96, test_questions=16, use_test_file=False),
-    "cpu": Scale(corpus_passages=0, realm_passages=25000, ict_stride=4,
-                 ict_eval_passages=2000, query_seq_len=32, block_seq_len=64,
-                 corpus_shards=20, realm_shards=50, ict_steps=1000, ict_batch_size=32,
-                 ict_learning_rate=1e-4, ict_eval_every=250, ict_eval_steps=8,
-                 realm_steps=600, realm_batch_size=8,
-                 num_candidates=5, max_masks=10, realm_learning_rate=5e-5,
-                 realm_export_steps=100, realm_eval_steps=16, curve_questions=600,
-                 encode_batch_size=256, dev_questions=0, orqa_steps=400, orqa_batch_size=4,
-                 orqa_learning_rate=3e-5, orqa_save_steps=200, orqa_beam=5000,
-                 reader_seq_len=192, test_questions=0, use_test_file=True),
+    "tiny": Scale(
+        corpus_passages=600, realm_passages=240, ict_stride=2, ict_eval_passages=64,
+        query_seq_len=32, block_seq_len=64, corpus_shards=2, realm_shards=4,
+        ict_steps=6, ict_batch_size=8, ict_learning_rate=1e-4, ict_eval_every=3,
+        ict_eval_steps=2,
+        realm_steps=6, realm_batch_size=2, num_candidates=3, max_masks=5,
+        realm_learning_rate=3e-5, realm_export_steps=3, realm_eval_steps=2,
+        curve_questions=16, encode_batch_size=64, dev_questions=24,
+        orqa_steps=4, orqa_batch_size=2, orqa_learning_rate=3e-5, orqa_save_steps=2,
+        orqa_eval_questions=0, orqa_beam=50, reader_seq_len=96,
+        test_questions=16, use_test_file=False),
+    "cpu": Scale(
+        corpus_passages=0, realm_passages=25000, ict_stride=4, ict_eval_passages=2000,
+        query_seq_len=32, block_seq_len=64, corpus_shards=20, realm_shards=50,
+        ict_steps=600, ict_batch_size=32, ict_learning_rate=1e-4, ict_eval_every=200,
+        ict_eval_steps=8,
+        realm_steps=600, realm_batch_size=8, num_candidates=5, max_masks=10,
+        realm_learning_rate=5e-5, realm_export_steps=100, realm_eval_steps=16,
+        curve_questions=600, encode_batch_size=256, dev_questions=0,
+        orqa_steps=400, orqa_batch_size=4, orqa_learning_rate=3e-5, orqa_save_steps=200,
+        orqa_eval_questions=600, orqa_beam=5000, reader_seq_len=192,
+        test_questions=0, use_test_file=True),
     # Paper-like lengths and candidate counts (Q 96, C 288, 8 candidates, 10 masks) on one
     # accelerator with MiniLM (the weights at hand), REALM retrieving from the whole corpus.
-    "gpu": Scale(corpus_passages=0, realm_passages=0, ict_stride=1,
-                 ict_eval_passages=4000, query_seq_len=96, block_seq_len=288,
-                 corpus_shards=20, realm_shards=100, ict_steps=10000, ict_batch_size=512,
-                 ict_learning_rate=1e-4, ict_eval_every=1000, ict_eval_steps=10,
-                 realm_steps=20000, realm_batch_size=64,
-                 num_candidates=8, max_masks=10, realm_learning_rate=3e-5,
-                 realm_export_steps=500, realm_eval_steps=50, curve_questions=1800,
-                 encode_batch_size=1024, dev_questions=0, orqa_steps=11000,
-                 orqa_batch_size=16, orqa_learning_rate=1e-5, orqa_save_steps=1000,
-                 orqa_beam=5000, reader_seq_len=288, test_questions=0, use_test_file=True),
+    "gpu": Scale(
+        corpus_passages=0, realm_passages=0, ict_stride=1, ict_eval_passages=4000,
+        query_seq_len=96, block_seq_len=288, corpus_shards=20, realm_shards=100,
+        ict_steps=10000, ict_batch_size=512, ict_learning_rate=1e-4, ict_eval_every=1000,
+        ict_eval_steps=10,
+        realm_steps=20000, realm_batch_size=64, num_candidates=8, max_masks=10,
+        realm_learning_rate=3e-5, realm_export_steps=500, realm_eval_steps=50,
+        curve_questions=1800, encode_batch_size=1024, dev_questions=0,
+        orqa_steps=11000, orqa_batch_size=16, orqa_learning_rate=1e-5,
+        orqa_save_steps=1000, orqa_eval_questions=0, orqa_beam=5000, reader_seq_len=288,
+        test_questions=0, use_test_file=True),
 }
 
 FLAGS = flags.FLAGS
@@ -393,7 +398,24 @@ class Runner:
   def stage_ict(self) -> dict:
     s, f = self.scale, self.data_files()
     model_dir = self.path("ict")
-    wall = self.run([
+    wall = 0.0
+    if self.dry_run or not self._ict_done():
+      wall = self._run_ict(model_dir)
+    if self.dry_run:
+      return {}
+    return dict(train_secs=wall, module=self.ict_module(),
+                eval=_logged_evals(self.path("logs", "ict.log")))
+
+  def _ict_done(self) -> bool:
+    encoded = _newest_dir(os.path.join(self.path("ict"), "export", "encoded"))
+    if encoded is None:
+      return False
+    with open(os.path.join(encoded, "global_step.txt"), encoding="utf-8") as g:
+      return int(g.read().strip()) >= self.scale.ict_steps
+
+  def _run_ict(self, model_dir: str) -> float:
+    s, f = self.scale, self.data_files()
+    return self.run([
         "-m", "orqa.ict", f"--model_dir={model_dir}",
         f"--examples_path={f['ict_train_examples']}",
         f"--eval_examples_path={f['ict_eval_examples']}",
@@ -406,10 +428,6 @@ class Runner:
         # The index REALM starts from: the pre-training subset, embedded by (a).
         "--encode", f"--retrieval_corpus={self.glob(f['realm_blocks'], s.realm_shards)}",
         "--searcher=brute_force", f"--encode_batch_size={s.encode_batch_size}"], "ict")
-    if self.dry_run:
-      return {}
-    return dict(train_secs=wall, module=self.ict_module(),
-                eval=_tensorboard_free_eval(model_dir))
 
   def ict_module(self) -> str:
     """(a): the ICT embedder module with its index of the pre-training subset."""
@@ -425,7 +443,26 @@ class Runner:
   def stage_realm(self, name: str, refresh: bool) -> dict:
     s, f = self.scale, self.data_files()
     model_dir = self.path(name)
-    wall = self.run([
+    wall = 0.0
+    if self.dry_run or not os.path.exists(os.path.join(model_dir, "TRAINING_DONE")):
+      wall = self._run_realm(name, model_dir, refresh)
+    if self.dry_run:
+      return {}
+    curve = _read_jsonl(os.path.join(model_dir, "eval_results.jsonl"))
+    timestamps = sorted({int(r.get("index_timestamp", 0)) for r in curve})
+    # The index of each logged training step ("index ts <timestamp>"; 0: the initial one).
+    used = sorted({int(t) for t in re.findall(r"index ts (\d+)",
+                                              _read_text(self.path("logs", f"{name}.log")))})
+    if not refresh and (timestamps != [0] or used != [0]):
+      raise StageError(f"{name} was to keep the initial index, but it used index "
+                       f"timestamps {timestamps} (eval) and {used} (training).")
+    return dict(train_secs=wall, final_export=self.final_export(name),
+                eval_index_timestamps=timestamps, training_index_timestamps=used,
+                num_training_indexes=len(used), curve=curve)
+
+  def _run_realm(self, name: str, model_dir: str, refresh: bool) -> float:
+    s, f = self.scale, self.data_files()
+    return self.run([
         "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
         f"--pretrain_corpus_path={self.glob(f['pretrain'], s.realm_shards)}",
         f"--retrieval_corpus_path={self.glob(f['realm_blocks'], s.realm_shards)}",
@@ -443,15 +480,6 @@ class Runner:
         f"--strategy={self.strategy}", "--log_every_steps=10",
         # (c): no refresh job runs, so the initial index of (a) is used throughout.
         f"--refresh={'inline' if refresh else 'external'}"], name)
-    if self.dry_run:
-      return {}
-    curve = _read_jsonl(os.path.join(model_dir, "eval_results.jsonl"))
-    timestamps = sorted({int(r.get("index_timestamp", 0)) for r in curve})
-    if not refresh and timestamps != [0]:
-      raise StageError(f"{name} was to keep the initial index, but its evaluations used "
-                       f"index timestamps {timestamps}.")
-    return dict(train_secs=wall, final_export=self.final_export(name),
-                index_timestamps=timestamps, num_indexes=len(timestamps), curve=curve)
 
   def final_export(self, name: str) -> str:
     """The export (embedder/, bert/, global_step.txt) of a run's last step."""
@@ -524,18 +552,13 @@ class Runner:
     reader = (self.shared_path(MINILM) if model == "a"
               else os.path.join(self.final_export(MODELS[model]), "bert"))
     blocks = self.glob(f["blocks"], s.corpus_shards)
-    train_wall = self.run([
-        "-m", "orqa.finetune", f"--model_dir={model_dir}",
-        f"--retriever_module_path={self.retriever_module(model)}",
-        f"--reader_module_path={reader}", f"--block_records_path={blocks}",
-        f"--train_path={f['train_qa']}", f"--dev_path={f['dev_qa']}",
-        "--searcher=brute_force", f"--batch_size={s.orqa_batch_size}",
-        f"--learning_rate={s.orqa_learning_rate}", f"--reader_seq_len={s.reader_seq_len}",
-        f"--query_seq_len={s.query_seq_len}", f"--retrieval_beam_size={s.orqa_beam}",
-        f"--num_train_steps={s.orqa_steps}", f"--save_checkpoints_steps={s.orqa_save_steps}",
-        f"--strategy={self.strategy}", "--eval_before_training"], name)
     predictions = os.path.join(model_dir, "test_predictions.jsonl")
     metrics_path = os.path.join(model_dir, "test_metrics.json")
+    train_wall = 0.0
+    evaluated = {r.get("global_step") for r in _read_jsonl(
+        os.path.join(model_dir, "eval_results.jsonl"))}
+    if self.dry_run or s.orqa_steps not in evaluated:
+      train_wall = self._run_orqa(name, model, model_dir, reader, blocks)
     predict_wall = 0.0
     if self.dry_run or not os.path.exists(metrics_path):
       # The test set, once, with the model selected on dev.
@@ -558,6 +581,21 @@ class Runner:
                 dev_curve=_read_jsonl(os.path.join(model_dir, "eval_results.jsonl")),
                 selected_step=int(best_step), selected_dev_em=float(best_em),
                 test=test, test_file=f["test_qa"])
+
+  def _run_orqa(self, name: str, model: str, model_dir: str, reader: str,
+                blocks: str) -> float:
+    s, f = self.scale, self.data_files()
+    return self.run([
+        "-m", "orqa.finetune", f"--model_dir={model_dir}",
+        f"--retriever_module_path={self.retriever_module(model)}",
+        f"--reader_module_path={reader}", f"--block_records_path={blocks}",
+        f"--train_path={f['train_qa']}", f"--dev_path={f['dev_qa']}",
+        f"--num_eval_examples={s.orqa_eval_questions}", "--searcher=brute_force",
+        f"--batch_size={s.orqa_batch_size}",
+        f"--learning_rate={s.orqa_learning_rate}", f"--reader_seq_len={s.reader_seq_len}",
+        f"--query_seq_len={s.query_seq_len}", f"--retrieval_beam_size={s.orqa_beam}",
+        f"--num_train_steps={s.orqa_steps}", f"--save_checkpoints_steps={s.orqa_save_steps}",
+        f"--strategy={self.strategy}", "--eval_before_training"], name)
 
   # ----------------------------------------------------------------------- report
 
@@ -630,6 +668,11 @@ def _write_lines_atomic(path: str, lines) -> int:
   return count
 
 
+def _read_text(path: str) -> str:
+  with open(path, encoding="utf-8", errors="replace") as f:
+    return f.read()
+
+
 def _count_lines(path: str) -> int:
   with _open_text(path) as f:
     return sum(1 for _ in f)
@@ -684,9 +727,17 @@ def _read_jsonl(path: str) -> List[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _tensorboard_free_eval(model_dir: str) -> List[dict]:
-  """The ICT job's evaluations, from its eval_results.jsonl when it writes one."""
-  return _read_jsonl(os.path.join(model_dir, "eval_results.jsonl"))
+def _logged_evals(log_path: str) -> List[dict]:
+  """The `eval at step N: name=value ...` lines of a job's log, as dicts."""
+  evals = []
+  with open(log_path, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      match = re.search(r"eval at step (\d+): (.*)$", line)
+      if match:
+        values = dict(re.findall(r"(\w+)=([-\d.eE+]+)", match.group(2)))
+        evals.append(dict(global_step=int(match.group(1)),
+                          **{k: float(v) for k, v in values.items()}))
+  return evals
 
 
 def _stage_embedder_export(source_export: str, model_dir: str) -> None:
@@ -743,8 +794,15 @@ def scale_from_flags() -> Scale:
   return dataclasses.replace(scale, **overrides)
 
 
+def _interrupt(signum, frame):
+  del frame
+  raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv):
   del argv
+  # A SIGTERM stops the running command's process group too (Runner.run), as Ctrl-C does.
+  signal.signal(signal.SIGTERM, _interrupt)
   unknown = sorted(set(FLAGS.stages) - set(STAGES))
   if unknown:
     raise app.UsageError(f"Unknown stages {unknown}; choose from {list(STAGES)}.")
