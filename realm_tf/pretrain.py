@@ -66,7 +66,9 @@ def define_flags():
   flags.DEFINE_integer("retrieval_batch_size", None, "Queries per retrieval (original 64).")
   flags.DEFINE_string("initial_embedder_module", None, "Embedder module with "
                       "encoded/encoded.ckpt used before the first refresh (e.g. ICT); "
-                      "default: the initial model's own document tower, indexed at start.")
+                      "a realm-tf module also initializes the embedder towers (BERT and "
+                      "projection) unless --init_embedder is given; default: the "
+                      "initial model's own document tower, indexed at start.")
   flags.DEFINE_string("eval_qa_path", None, "Open-QA jsonl ({question, answer}) whose "
                       "zero-shot answer recall@1/5/20 against the current index is "
                       "evaluated with the current query tower at every eval (default for "
@@ -147,6 +149,18 @@ def _flag(name, defaults):
   return defaults[name] if value is None else value
 
 
+def embedder_weights_setting(bert_weights: architecture.Setting) -> architecture.Setting:
+  """Where the embedder towers' weights come from: --init_embedder; else a realm-tf
+  --initial_embedder_module (e.g. the ICT export), whole towers as the original's
+  `embedder_hub_module_handle`; else the reader's BERT weights."""
+  if FLAGS.init_embedder:
+    return architecture.Setting("--init_embedder", FLAGS.init_embedder)
+  module = FLAGS.initial_embedder_module
+  if module and architecture.read_module_architecture(module) is not None:
+    return architecture.Setting("--initial_embedder_module", module)
+  return bert_weights
+
+
 def _architecture_settings(defaults, vocab_path: str) -> dict:
   """The flags that shape the model, for `architecture.realm_architecture`."""
   setting = architecture.Setting
@@ -157,8 +171,7 @@ def _architecture_settings(defaults, vocab_path: str) -> dict:
                      dataclasses.replace(bert_preset, given=False))
   bert_weights = (setting("--init_hf_bert", FLAGS.init_hf_bert) if FLAGS.init_hf_bert else
                   setting("--init_checkpoint", FLAGS.init_checkpoint))
-  embedder_weights = (setting("--init_embedder", FLAGS.init_embedder)
-                      if FLAGS.init_embedder else bert_weights)
+  embedder_weights = embedder_weights_setting(bert_weights)
   return dict(vocab=setting("--vocab_path", vocab_path, given=FLAGS.vocab_path is not None),
               do_lower_case=setting("--do_lower_case", FLAGS.do_lower_case),
               bert_preset=bert_preset, embedder_preset=embedder_preset,
@@ -259,8 +272,9 @@ def main(argv):
                     on_log=refresh.check if refresh else None, zero_shot=zero_shot)
   if not trainer.restore():
     bert_init = FLAGS.init_hf_bert or FLAGS.init_checkpoint
-    reports = load_pretrained_realm(trainer.model, bert_path=bert_init,
-                                    embedder_path=FLAGS.init_embedder or bert_init)
+    reports = load_pretrained_realm(
+        trainer.model, bert_path=bert_init,
+        embedder_path=embedder_weights_setting(architecture.Setting("", bert_init)).value)
     for name, report in reports.items():
       logging.info("Initialized %s: %s", name, report)
     ict_steps = _flag("ict_steps", defaults)

@@ -9,6 +9,9 @@ Three sources, detected by `load_bert_weights`:
 * tf-models-official TF2 checkpoints: `tf.train.Checkpoint(encoder=<BertEncoder(V2)>)`,
   optionally with `masked_lm=<MaskedLM>` (BertPretrainerV2's checkpoint items).
 
+An embedder tower can also come whole (BERT, projection, LayerNorm) from a realm-tf
+embedder module, e.g. an ICT export (`load_embedder_module`).
+
 Before assigning anything, the model's config is checked against what the weights record
 (`realm_tf.modeling.architecture`: the config files beside them, or their shapes): sizes,
 head count, activation, LayerNorm epsilons, vocabulary size, and for an embedder
@@ -19,6 +22,7 @@ initialization and the returned report says so.
 """
 
 import dataclasses
+import os
 import re
 from typing import Dict, List, Optional
 
@@ -261,21 +265,30 @@ def load_bert_weights(encoder, config: BertConfig, path: str, mlm_head=None) -> 
   return load_tf2_checkpoint(encoder, config, prefix, mlm_head)
 
 
+def _embedder_towers(model) -> List:
+  towers = [model.document_embedder]
+  if model.query_embedder is not model.document_embedder:
+    towers.append(model.query_embedder)
+  return towers
+
+
 def load_pretrained_realm(model, bert_path: Optional[str] = None,
                           embedder_path: Optional[str] = None) -> Dict[str, LoadReport]:
-  """Initializes a `RealmModel`: the reader (encoder + MLM head) from `bert_path` and the
-  BERT of every embedder tower from `embedder_path`. The projection layers are loaded too
-  when `embedder_path` is a converted embedder checkpoint (`load_embedder_projection`);
-  otherwise they keep their initialization."""
+  """Initializes a `RealmModel`: the reader (encoder + MLM head) from `bert_path` and
+  every embedder tower from `embedder_path`. A realm-tf embedder module (a SavedModel,
+  e.g. an ICT export) gives the whole tower: BERT, projection and its LayerNorm
+  (`load_embedder_module`). Otherwise `embedder_path` gives the towers' BERT, and the
+  projection layers too when it is a converted embedder checkpoint
+  (`load_embedder_projection`); else they keep their initialization."""
   reports = {}
   if bert_path:
     reports["bert"] = load_bert_weights(model.reader.encoder, model.config.bert, bert_path,
                                         mlm_head=model.reader.masked_lm)
-  if embedder_path:
-    towers = [model.document_embedder]
-    if model.query_embedder is not model.document_embedder:
-      towers.append(model.query_embedder)
-    for tower in towers:
+  if embedder_path and architecture.is_saved_model(embedder_path):
+    for tower in _embedder_towers(model):
+      reports[tower.name] = load_embedder_module(tower, embedder_path)
+  elif embedder_path:
+    for tower in _embedder_towers(model):
       reports[tower.name] = load_bert_weights(tower.encoder, model.config.embedder,
                                               embedder_path)
       if load_embedder_projection(tower, embedder_path):
@@ -311,3 +324,39 @@ def load_embedder_projection(embedder, path: str) -> bool:
   status.assert_existing_objects_matched()
   status.expect_partial()
   return True
+
+
+def load_embedder_module(embedder, path: str) -> LoadReport:
+  """Loads a realm-tf embedder module (`realm_tf.tf_hub_modules.save_embedder`: ICT,
+  pre-training and conversion exports) into a `ProjectedEmbedder`: BERT, projection and
+  projection LayerNorm, as the original initialized REALM's embedder from its ICT module
+  (`embedder_hub_module_handle`, language/realm/model.py).
+
+  The module must record its architecture (`MODULE_ARCHITECTURE_FILE`), and the
+  embedder's BERT config and projection must be the recorded ones.
+
+  Raises:
+    WeightsMismatchError: no recorded architecture (not a realm-tf embedder module), a
+      module without a projection (a reader), or a field that differs (naming it).
+  """
+  arch = architecture.read_module_architecture(path)
+  if arch is None:
+    raise WeightsMismatchError(
+        f"{path} records no architecture ({architecture.MODULE_ARCHITECTURE_FILE}): it is "
+        "not a realm-tf embedder module; convert its weights (python -m export.convert) "
+        "and load them as a checkpoint.")
+  if not arch.has_projection:
+    raise WeightsMismatchError(f"{path} is not an embedder module: it records no "
+                               "projection (a reader BERT module?).")
+  architecture.check_bert_config(embedder.encoder_config, arch)
+  architecture.check_projection(embedder.projection_size, embedder.layer_norm.epsilon, arch)
+  embedder.build_variables()
+  # The module's root (`realm_tf.tf_hub_modules.EmbedderExport`) holds the embedder as
+  # `model`; its SavedModel checkpoint keeps that object path.
+  status = tf.train.Checkpoint(model=embedder).read(
+      os.path.join(path, "variables", "variables"))
+  status.assert_existing_objects_matched()
+  status.expect_partial()
+  report = LoadReport(source=path, format="realm_tf_module", loaded_encoder=True)
+  report.notes.append(f"projection loaded from {path}")
+  return report
