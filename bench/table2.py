@@ -629,11 +629,11 @@ def render_report(results: Dict[str, Optional[dict]]) -> str:
   for model in ("a", "b"):
     o = results.get(f"orqa_{model}")
     if o:
-      t = o["test"]
+      answer, retrieval = o["test"]["answer"], o["test"]["retrieval"]["top_k_accuracy"]
       lines.append(f"| {MODEL_NAMES[model]} | {o['selected_step']} ({o['selected_dev_em']:.3f})"
-                   f" | {t.get('exact_match', float('nan')):.4f} | " + " | ".join(
-                       f"{t.get(f'recall@{k}', float('nan')):.3f}" for k in (5, 20, 100))
-                   + " |")
+                   f" | {answer['accuracy']:.4f} ({answer['num_correct']} / "
+                   f"{answer['num_total']}) | " + " | ".join(
+                       f"{retrieval[str(k)]:.3f}" for k in (5, 20, 100)) + " |")
   lines += ["", "| stage | wall |", "|---|---|"]
   for name, value in results.items():
     if value:

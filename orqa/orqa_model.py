@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from official.nlp.modeling import networks
 from orqa import answer_text
 from orqa import losses
 from orqa import ops
@@ -38,7 +39,6 @@ from orqa import span_scorer as span_scorer_lib
 from orqa import spans
 from orqa import titled_reader_features
 from realm_tf import errors
-from official.nlp.modeling import networks
 from realm_tf.featurization import bert_format
 from realm_tf.modeling import precision
 from realm_tf.modeling import recompute

@@ -67,15 +67,17 @@ def test_report_tables_from_results():
       "tfidf": dict(dev=recall(0.1), wall_secs=60),
       "zero_shot_a": dict(dev=recall(0.2), embedder_step=1000, wall_secs=1200),
       "zero_shot_b": dict(dev=recall(0.3), embedder_step=600, wall_secs=1200),
-      "orqa_b": dict(test={"exact_match": 0.0123, "recall@5": 0.2, "recall@20": 0.3,
-                           "recall@100": 0.4}, selected_step=200, selected_dev_em=0.01,
-                     wall_secs=1800),
+      "orqa_b": dict(test={"answer": {"accuracy": 0.0125, "num_correct": 5, "num_total": 400},
+                           "retrieval": {"top_k_accuracy": {"1": 0.1, "5": 0.2, "20": 0.3,
+                                                            "100": 0.4}}},
+                     selected_step=200, selected_dev_em=0.01, wall_secs=1800),
   }
   report = table2.render_report(results)
   assert "| TF-IDF (unigrams) | 0.101 | 0.105 | 0.120 | 0.200 |" in report
   assert "| (a) ICT warm start (step 1000) | 0.201 | 0.205 | 0.220 | 0.300 |" in report
   assert "| (b) REALM, index refreshed (step 600) | 0.301 |" in report
-  assert "| (b) REALM, index refreshed | 200 (0.010) | 0.0123 | 0.200 | 0.300 | 0.400 |" in report
+  assert ("| (b) REALM, index refreshed | 200 (0.010) | 0.0125 (5 / 400) | 0.200 | 0.300 | "
+          "0.400 |") in report
   assert "(c)" not in report
   assert "| orqa_b | 30.0 min |" in report
 
