@@ -144,7 +144,10 @@ def learning_table(pretrain_dir: str, finetune_dir: Optional[str]) -> str:
   ict = eval_results.read(os.path.join(pretrain_dir, "ict"))
   orqa = eval_results.read(finetune_dir) if finetune_dir else []
   first, last = (evals[0], evals[-1]) if evals else ({}, {})
+  ict_first, ict_last = (ict[0], ict[-1]) if ict else ({}, {})
   rows = [
+      ("zero-shot evidence recall@5, held-out questions", ict_first.get("recall@5"),
+       ict_last.get("recall@5"), "random init", "after ICT"),
       ("zero-shot evidence recall@5, held-out questions", first.get("recall@5"),
        last.get("recall@5"), "ICT start", "after REALM"),
       ("zero-shot evidence recall@20, held-out questions", first.get("recall@20"),
