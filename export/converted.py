@@ -11,7 +11,7 @@ Layout (written under a temp name and renamed into place when complete):
   <output>/vocab.txt              the vocabulary (when the input or --vocab_path has one)
   <output>/embedder/ckpt-<step>   tf.train.Checkpoint(encoder=BertEncoderV2,
                                   projection=Dense, projection_layer_norm=LayerNormalization)
-  <output>/embedder/encoded/encoded.ckpt   block_emb [K, D] (spec 1.5), when present
+  <output>/embedder/encoded/encoded.ckpt   block_emb [K, D], when present
   <output>/query_embedder/...     a separate query tower (HF RealmScorer, unshared), rare
   <output>/bert/ckpt-<step>       tf.train.Checkpoint(encoder=BertEncoderV2,
                                   masked_lm=MaskedLMHead (when the input has one)

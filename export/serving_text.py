@@ -2,7 +2,7 @@
 
 `orqa.answer_text.final_text_batch` runs SQuAD's Python `get_final_text` through
 `tf.numpy_function`, which a SavedModel cannot hold. `final_text` is the same computation
-in TensorFlow ops, for the case the ORQA reader produces (spec 6.3, Predictions):
+in TensorFlow ops, for the case the ORQA reader produces (its predicted answer spans):
 
     orig_text = " ".join(orig_tokens[orig_start .. orig_end])
     tok_text  = " ".join(BasicTokenizer(do_lower_case).tokenize(orig_text))

@@ -10,9 +10,10 @@ Inputs (any of):
   * (realm_tf1) a directory holding such modules as `embedder/` and `bert/`, e.g. REALM's
     `cc_news_pretrained`.
 
-Variable names (reference spec 1.9, 6.1, 6.3; checked against google-research/language
-`orqa/models/ict_model.py` and `orqa/models/orqa_model.py`, and against the name map of HF
-`load_tf_weights_in_realm` in `transformers/models/realm/modeling_realm.py`):
+Variable names (checked against google-research/language
+`language/orqa/models/ict_model.py` and `language/orqa/models/orqa_model.py`, and against
+the name map of HF `load_tf_weights_in_realm` in
+`transformers/models/realm/modeling_realm.py`):
 
   Google BERT / hub BERT / REALM `bert`   bert/embeddings/..., bert/encoder/layer_N/...,
                                           bert/pooler/dense/..., cls/predictions/...

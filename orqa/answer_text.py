@@ -1,8 +1,8 @@
 """From block text to reader wordpieces and back: the ORQA reader's text handling.
 
-* `tokenize_with_original_mapping` (the original `bert_utils` function, spec 6.3 read
-  step 2): "original tokens" (BERT's whitespace/punctuation split, original case), the
-  wordpieces, and for every wordpiece the index of its original token.
+* `tokenize_with_original_mapping` (the original's, in `language/orqa/utils/bert_utils.py`):
+  "original tokens" (BERT's whitespace/punctuation split, original case), the wordpieces,
+  and for every wordpiece the index of its original token.
 * `get_final_text` (SQuAD's, as the original used it) and `predicted_answer`: the answer
   string of a predicted wordpiece span.
 """
@@ -94,7 +94,7 @@ def get_final_text(pred_text: Union[str, bytes], orig_text: Union[str, bytes],
 def predicted_answer(orig_tokens: Sequence[Union[str, bytes]], orig_start: int,
                      orig_end: int, wordpieces: Sequence[Union[str, bytes]],
                      do_lower_case: bool) -> str:
-  """The answer string of a predicted span (spec 6.3, Predictions).
+  """The answer string of a predicted span (as the original `get_predictions`).
 
   Args:
     orig_tokens: the original tokens of the predicted block.

@@ -1,10 +1,10 @@
 """Block texts by block id, for evaluating predictions that name retrieved blocks by id.
 
-Block i is row i of the block index (DESIGN.md): line i of a passages jsonl(.gz)
+Block i is row i of the block index (docs/ARCHITECTURE.md): line i of a passages jsonl(.gz)
 (`{"id", "title", "text"}`), record i of the retrieval-corpus TFRecord shards (in the order
 of the corpus manifest, see `realm_tf.corpus.manifest`)
 (GZIP or uncompressed, `tf.train.Example`s with `title` and `body`), or record i of the
-original ORQA/REALM release's `blocks.tfr` (raw UTF-8 strings, reference spec 1.4), whose
+original ORQA/REALM release's `blocks.tfr` (raw UTF-8 strings, no titles), whose
 titles are record i of the sibling `titles.tfr`.
 """
 
@@ -20,7 +20,7 @@ from orqa import jsonl_io
 from realm_tf.corpus import manifest as manifest_lib
 
 _GZIP_MAGIC = b"\x1f\x8b"
-# The original release's title file, next to its blocks.tfr (reference spec 1.4).
+# The original release's title file, next to its blocks.tfr (record i = title of block i).
 RAW_TITLES_FILENAME = "titles.tfr"
 
 

@@ -1,4 +1,4 @@
-r"""Writes ORQA's resplit QA files (reference spec 1.8, the original create_data_splits.py).
+r"""Writes ORQA's resplit QA files (`language/orqa/preprocessing/create_data_splits.py`).
 
   python -m orqa.create_data_splits --train_path=NQ-open.train.jsonl \
       --test_path=NQ-open.dev.jsonl --name=NaturalQuestions --output_dir=resplit/

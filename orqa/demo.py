@@ -1,4 +1,6 @@
-r"""The ORQA demo page (spec 6.8) over the serving SavedModel: `python -m orqa.demo`.
+r"""The ORQA demo page over the serving SavedModel: `python -m orqa.demo`.
+
+It replaces the original `language/orqa/predict/orqa_demo.py`.
 
   python -m orqa.demo --serving_model=serving_dir [--port=8080] [--host=127.0.0.1]
 

@@ -1,6 +1,6 @@
 """Open-domain QA evaluation: exact/regex match of answers and retrieval answer recall.
 
-The answer metrics are the original ORQA's `eval_utils` (reference spec 6.6): SQuAD-style
+The answer metrics are the original `language/orqa/utils/eval_utils.py`: SQuAD-style
 normalization and exact match against any reference answer, or, for CuratedTREC whose
 references are regular expressions, an anchored case-insensitive regex match.
 

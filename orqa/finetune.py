@@ -1,4 +1,7 @@
-r"""ORQA fine-tuning for open-domain QA (spec 6.3, flags 7.8): `python -m orqa.finetune`.
+r"""ORQA fine-tuning for open-domain QA: `python -m orqa.finetune`.
+
+It replaces the original `language/orqa/experiments/orqa_experiment.py` (model:
+`orqa.orqa_model`; directory layout: docs/ARCHITECTURE.md).
 
   python -m orqa.finetune --model_dir=orqa_dir \
       --retriever_module_path=realm_dir/export/encoded/<ts>/embedder \
@@ -71,11 +74,11 @@ from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
 
 FLAGS = flags.FLAGS
-DEFAULT_SPAN_HIDDEN_SIZE = 256  # The original's span_hidden_size (spec 7.8).
+DEFAULT_SPAN_HIDDEN_SIZE = 256  # The original's span_hidden_size (orqa_experiment.py).
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS):
-  """The original's flags (spec 7.8) plus batching, reader sources, eval and refresh.
+  """The original `orqa_experiment` flags plus batching, reader sources, eval and refresh.
 
   Args:
     flag_values: where to define them (tests parse their own `flags.FlagValues`).
@@ -195,7 +198,7 @@ class BestExporter:
   """Keeps `model_dir/export/best_default/` on the best `exact_match` so far.
 
   The best value lives on disk (`best_metric.txt`), so it survives restarts (the
-  original's exporter kept it in memory, spec 8.3 item 11).
+  original's exporter in `language/common/utils/exporters.py` kept it in memory).
   """
 
   def __init__(self, model_dir: str, metric: str = "exact_match"):

@@ -226,7 +226,7 @@ def run_predictions(predict_step, strategy, examples: Sequence[qa_data.QAExample
 
 def eval_metrics(examples: Sequence[qa_data.QAExample],
                  results: Sequence[Dict[str, Any]]) -> Dict[str, float]:
-  """The original's eval metrics (spec 6.3): exact_match (token level),
+  """The original's eval metrics (`orqa_model.py`): exact_match (token level),
   official_exact_match (normalized strings), reader_oracle, top_k_match, loss."""
   n = max(len(examples), 1)
   metrics = {k: float(sum(float(r[k]) for r in results)) / n for k in EVAL_KEYS}

@@ -17,7 +17,7 @@ held out of training (`--eval_examples_path`, or every `--eval_holdout_every`-th
 Outputs in `model_dir`:
   checkpoints/                  tf.train.CheckpointManager (training resumes from it)
   logs/{train,eval}/            TensorBoard scalars; eval_results.jsonl, ict_config.json
-  export/tf_hub/<ts>/embedder/  the embedder module (DESIGN.md contract; the original
+  export/tf_hub/<ts>/embedder/  the embedder module (docs/ARCHITECTURE.md; the original
                                 named it `ict`), + global_step.txt
 With `--encode`, the export is then embedded over `--retrieval_corpus` by the REALM
 refresher's code and committed as

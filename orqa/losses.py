@@ -1,4 +1,6 @@
-"""ORQA's training losses as pure functions over batched tensors (reference spec 6.3).
+"""ORQA's training losses as pure functions over batched tensors.
+
+As `compute_loss` of `language/orqa/models/orqa_model.py`:
 
 * The retriever's "early update" loss: the marginal log-likelihood of the blocks of the
   retrieval beam that contain an answer string.

@@ -1,4 +1,5 @@
-"""TF2 replacements of ORQA's custom C++ ops `HasAnswer` and `ReaderInputs` (spec 6.4).
+"""TF2 replacements of ORQA's custom C++ ops `HasAnswer` and `ReaderInputs`
+(`language/orqa/ops/orqa_ops.cc`).
 
 Both are built from core TensorFlow ops (regex matching, gathers, a `tf.while_loop`), so
 they run eagerly, in `tf.function`s, in `tf.data` and in exported SavedModels, on any
@@ -252,7 +253,7 @@ def _gold_spans(token_ids, question_lengths, kept_lengths, answers, answer_lengt
 def reader_inputs(question_token_ids, block_token_ids, block_lengths, block_token_map,
                   answer_token_ids, answer_lengths, cls_token_id, sep_token_id,
                   max_sequence_len):
-  """The original `ReaderInputs` op for one question (spec 6.4).
+  """The original `ReaderInputs` op for one question.
 
   Builds `[CLS] question [SEP] block [SEP]` for every block (the question is never
   truncated; the block is truncated so that its [SEP] fits in max_sequence_len) and finds

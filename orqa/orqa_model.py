@@ -1,4 +1,6 @@
-"""The ORQA model (spec 6.3), batched: retrieve from a frozen index, read the top blocks.
+"""The ORQA model, batched: retrieve from a frozen index, read the top blocks.
+
+The original is `language/orqa/models/orqa_model.py`, which ran one question at a time.
 
 For B questions at once:
 
@@ -49,7 +51,7 @@ TOP_K_MATCH = (5, 10, 50, 100, 500, 1000, 5000)
 
 @dataclasses.dataclass
 class OrqaConfig:
-  """Shapes of the ORQA model (the original's flags, spec 7.8), and how the reader runs.
+  """Shapes of the ORQA model (the flags of `orqa_experiment.py`), and how the reader runs.
 
   recompute_activations: recompute each reader transformer layer's activations in the
     backward pass instead of keeping them (`realm_tf.modeling.recompute`); needs a Keras

@@ -1,4 +1,6 @@
-r"""Predictions of a fine-tuned ORQA model (spec 7.11 `orqa_predict`): `python -m orqa.predict`.
+r"""Predictions of a fine-tuned ORQA model: `python -m orqa.predict`.
+
+It replaces the original `language/orqa/predict/orqa_predict.py`.
 
   python -m orqa.predict --model_dir=orqa_dir --dataset_path=questions.jsonl \
       --predictions_path=predictions.jsonl [--batch_size=16] [--num_retrieved=100] \
@@ -42,7 +44,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  """The original's flags (spec 7.11) plus batching and retrieval output."""
+  """The original `orqa_predict` flags plus batching and retrieval output."""
   flags.DEFINE_string("model_dir", None, "An orqa.finetune model_dir.")
   flags.DEFINE_string("dataset_path", None, "Questions jsonl (`question`; answers unused).")
   flags.DEFINE_string("predictions_path", None, "Output jsonl.")

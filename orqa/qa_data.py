@@ -1,9 +1,9 @@
 """Open-domain QA data: NQ-open style jsonl, the ORQA dev resplit, and tf.data input.
 
-Files hold one `{"question": str, "answer": [str, ...]}` per line (reference spec 1.8;
-for CuratedTREC the answers are regular expressions). The original read them with a
-`py_func` JSON parser inside `tf.data` and fed one question per step; here the file is
-validated eagerly (errors name the file and line) and batched.
+Files hold one `{"question": str, "answer": [str, ...]}` per line; for CuratedTREC the
+answers are regular expressions. The original (`language/orqa/datasets/orqa_dataset.py`)
+read them with a `py_func` JSON parser inside `tf.data` and fed one question per step;
+here the file is validated eagerly (errors name the file and line) and batched.
 """
 
 import collections
@@ -52,7 +52,7 @@ def load_examples(path: str, answer_field: str = "answer") -> List[QAExample]:
 
 
 def is_resplit_dev(questions) -> tf.Tensor:
-  """Whether each question goes to the resplit dev set (spec 1.8).
+  """Whether each question goes to the resplit dev set (`create_data_splits.py`).
 
   Args:
     questions: string tensor (any shape) or list of str.

@@ -1,4 +1,7 @@
-"""Reader features from text: the ORQA `read` steps 1-5 (spec 6.3) for a batch.
+"""Reader features from text: the first steps of the ORQA reader, for a batch.
+
+As the `read` function of `language/orqa/models/orqa_model.py` up to its `ReaderInputs`
+op (tokenization with the original-token map, answers, reader inputs and gold spans).
 
 Questions, their retrieved block texts and their answers (strings) become the reader
 inputs `[CLS] question [SEP] block [SEP]` with gold spans, plus what is needed to turn a

@@ -1,4 +1,6 @@
-"""The ORQA reader's span scorer: an MLP in which start and end interact (spec 6.3, read 9).
+"""The ORQA reader's span scorer: an MLP in which start and end interact.
+
+As in `language/orqa/models/orqa_model.py`:
 
     proj = Dense(2 * S)(sequence_output)              # [R, L, 2S]  (the original `reader/dense`)
     start, end = split(proj, 2, axis=-1)              # [R, L, S] each, start first

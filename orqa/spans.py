@@ -1,8 +1,8 @@
 """Answer-span candidates of the ORQA reader, their gold labels, and the prediction.
 
 Spans are over wordpiece positions of the reader input `[CLS] q [SEP] block [SEP]`
-(reference spec 6.3, read steps 8-10 and Predictions). All functions accept leading
-batch dimensions: the original read one question ([R, ...]); here [B, R, ...] works too.
+(as in `language/orqa/models/orqa_model.py`). All functions accept leading batch
+dimensions: the original read one question ([R, ...]); here [B, R, ...] works too.
 """
 
 import tensorflow as tf

@@ -1,8 +1,9 @@
-"""Reader features `[CLS] question [SEP] title [SEP] block [SEP]` (issue 7's reader layout).
+"""Reader features `[CLS] question [SEP] title [SEP] block [SEP]`: the reader sees titles.
 
-The original reader input had no title (`[CLS] question [SEP] block [SEP]`, spec 6.4 and
-8.3 item 6). Here each block's title wordpieces and a [SEP] are appended to the question
-part of the original `ReaderInputs` layout, so:
+The original reader input had no title (`[CLS] question [SEP] block [SEP]`,
+`language/orqa/ops/orqa_ops.cc`), although a block's title often names what the block is
+about. Here each block's title wordpieces and a [SEP] are appended to the question part
+of the original `ReaderInputs` layout, so:
 
 * the question is never truncated (as the original), then comes the title in full, and
   the block is truncated so that its final [SEP] fits;

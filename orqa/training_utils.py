@@ -1,7 +1,7 @@
 """Pieces shared by the ORQA training loops (`orqa.ict`, `orqa.finetune`).
 
 * `make_strategy`: the default strategy or a `MirroredStrategy` over the local devices.
-* `create_optimizer`: BERT's AdamW (spec 4.4) with the original's warmup formula.
+* `create_optimizer`: BERT's AdamW with the original's warmup formula.
 * `CheckpointState`: a `tf.train.CheckpointManager` under `model_dir/checkpoints/` that
   resumes from the newest checkpoint.
 * `Progress`: periodic log lines with the step, the values and steps/s (examples/s).

@@ -1,8 +1,9 @@
 r"""Starts a tf.data service dispatcher or worker for distributed example generation.
 
-REALM's example generators were gRPC servers that the trainer polled (spec 1.6). realm-tf
-generates examples with a serializable `tf.data` pipeline (`realm_tf.generation.pipeline`)
-that the trainer sends to tf.data service workers with `--data_service=grpc://host:port`:
+REALM's example generators (`language/realm/example_generator.py`) were gRPC servers that
+the trainer polled. realm-tf generates examples with a serializable `tf.data` pipeline
+(`realm_tf.generation.pipeline`) that the trainer sends to tf.data service workers with
+`--data_service=grpc://host:port`:
 
   python -m realm_tf.data_service --mode=dispatcher --port=5050 --work_dir=/shared/dispatcher
   python -m realm_tf.data_service --mode=worker --port=5051 \

@@ -1,7 +1,8 @@
 r"""REALM pre-training: `python -m realm_tf.pretrain --model_dir=... [flags]`.
 
-The original ran a trainer, gRPC example generators and a refresh job (spec 0.1). Here the
-trainer generates its examples with a `tf.data` pipeline (in-process, or on tf.data service
+The original ran a trainer, gRPC example generators and a refresh job (`train_realm.py`,
+`example_generator.py`, `refresh_doc_embeds.py` in `language/realm/`). Here the trainer
+generates its examples with a `tf.data` pipeline (in-process, or on tf.data service
 workers with `--data_service`), trains under a `tf.distribute` strategy, exports the
 embedder and reader every `--export_steps`, and with `--refresh=inline` runs the refresh
 job beside it, so one command runs the whole asynchronous loop.
@@ -9,7 +10,7 @@ job beside it, so one command runs the whole asynchronous loop.
 With only `--model_dir`, it pre-trains a tiny model on the embedded sample corpus (the
 corpora and an initial index are built under model_dir), with inline refresh.
 
-A cluster run (flags as the original's launcher, spec 7.6):
+A cluster run (flags as the original's `language/realm/local_launcher.sh`):
 
   python -m realm_tf.pretrain --model_dir=gs://bucket/realm --tpu=my-tpu \
     --pretrain_corpus_path='gs://.../pretrain-*' --retrieval_corpus_path='gs://.../blocks-*' \
@@ -82,7 +83,7 @@ def define_flags():
                      "projection (default: the presets' 0.1; the sample run: 0).")
   flags.DEFINE_string("data_service", None, "tf.data service dispatcher (grpc://host:port) "
                       "to generate examples on; see `python -m realm_tf.data_service`.")
-  # Model and featurization (spec 7.2).
+  # Model and featurization (the flags of the original `train_realm.py`).
   flags.DEFINE_string("bert_preset", None, "Reader encoder size: tiny, mini, minilm, base.")
   flags.DEFINE_string("embedder_preset", None, "Embedder encoder size (default: as reader).")
   flags.DEFINE_integer("query_seq_len", None, "Q (original launcher: 96).")
@@ -95,7 +96,7 @@ def define_flags():
                       "the reader and, unless --init_embedder is set, the embedder.")
   flags.DEFINE_string("init_hf_bert", None, "Hugging Face BERT folder, as --init_checkpoint.")
   flags.DEFINE_string("init_embedder", None, "BERT weights for the embedder towers.")
-  # Optimization and loop (spec 7.1, 7.2).
+  # Optimization and loop.
   flags.DEFINE_float("learning_rate", None, "Peak learning rate (original 3e-5).")
   flags.DEFINE_integer("batch_size", None, "Global training batch size (original 16).")
   flags.DEFINE_integer("eval_batch_size", None, "Global eval batch size.")
@@ -127,7 +128,7 @@ def define_flags():
                     "or scann (the refresh job's saved ScaNN searcher).")
 
   # The embedded default: a tiny model on the sample corpus in a few minutes on a CPU.
-# Data (spec 7.2, 7.3).
+# Defaults: the sample run's, and the original launcher's.
 SAMPLE_DEFAULTS = dict(bert_preset="tiny", query_seq_len=48, candidate_seq_len=128,
                        num_candidates=4, max_masks=5, learning_rate=1e-3, batch_size=8,
                        eval_batch_size=8, num_train_steps=600, save_checkpoints_steps=100,

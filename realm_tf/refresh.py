@@ -1,4 +1,5 @@
-r"""The index refresher: re-embeds the corpus with each new embedder export (spec 5.1, 7.4).
+r"""The index refresher: re-embeds the corpus with each new embedder export (as
+`language/realm/refresh_doc_embeds.py`).
 
   python -m realm_tf.refresh --model_dir=model_dir \
       --retrieval_corpus_path=data/blocks [--searcher=scann|brute_force] \
@@ -428,7 +429,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-  """The original's flags (spec 7.4) plus the searcher, polling and worker flags."""
+  """The original `refresh_doc_embeds` flags plus the searcher, polling, worker flags."""
   flags.DEFINE_string("model_dir", None, "The trainer's model directory.")
   flags.DEFINE_boolean("use_tpu", False, "Embed on a TPU (TPUStrategy).")
   flags.DEFINE_list("tpu_workers", None, "TPU name(s) / grpc addresses (the first is used).")

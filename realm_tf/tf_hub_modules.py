@@ -1,10 +1,12 @@
-"""TF-Hub (TF2 SavedModel) exports of REALM's embedder and reader BERT (DESIGN.md Contracts).
+"""TF-Hub (TF2 SavedModel) exports of REALM's embedder and reader BERT.
+
+The layout around them: docs/ARCHITECTURE.md.
 
 Embedder module (`.../embedder`), loadable with `hub.KerasLayer(path, trainable=True)`:
   __call__ / serving_default  {input_word_ids, input_mask, input_type_ids} int32 [B, L]
                               -> float32 [B, D] (dropout only with training=True)
   projected                   {input_ids, input_mask, segment_ids} -> {"default": [B, D]}
-                              (the original's signature and output key, spec 1.9)
+                              (the original's signature and output key)
   projected_text              {text: string [B]} -> {"default": [B, D]}: the tokenizer is
                               inside; inputs are formatted as queries `[CLS] text [SEP]`
   tokenization_info           {} -> {vocab_file (asset path), do_lower_case}
@@ -160,7 +162,7 @@ def export_modules(model, tokenizer: Tokenizer, model_dir: str, global_step: int
   """Exports a `RealmModel`'s modules to `model_dir/export/<prefix>/<ts>/`, atomically.
 
   Writes `embedder` (the document tower), `bert` (the reader), `query_embedder` when the
-  towers are not shared (the original never exported it, spec 8.3 item 4), and
+  towers are not shared (the original `language/realm/model.py` never exported it), and
   `global_step.txt`; then keeps the newest `exports_to_keep`. A copy goes to each prefix
   in `also_to` (e.g. "tf_hub_best"), committed the same way.
 

@@ -2,9 +2,10 @@
 
 The original REALM wrapped BERT's Python `FullTokenizer` and recovered token boundaries
 with a greedy string alignment that fails on `[UNK]` and on text whose length changes under
-normalization (reference spec 2.2). Here BERT's rules are composed from tensorflow_text ops
-so that one tokenizer runs eagerly, inside `tf.data` and inside a SavedModel, and reports
-the exact byte span in the *original* string of every wordpiece, `[UNK]` included:
+normalization (`language/realm/featurization.py`). Here BERT's rules are composed from
+tensorflow_text ops so that one tokenizer runs eagerly, inside `tf.data` and inside a
+SavedModel, and reports the exact byte span in the *original* string of every wordpiece,
+`[UNK]` included:
 
 1. basic tokenization: split on whitespace (tab, newline, carriage return and Unicode
    Z*: Zs spaces, U+2028 LINE SEPARATOR, U+2029 PARAGRAPH SEPARATOR), and split off every
@@ -261,7 +262,7 @@ class Tokenizer(tf.Module):
     return [self.vocab[int(i)] for i in np.asarray(ids).reshape([-1])]
 
   def token_ids_to_str(self, ids) -> str:
-    """Debug detokenizer: joins `##` pieces and drops padding (spec 2.2)."""
+    """Debug detokenizer: joins `##` pieces and drops padding."""
     words = []
     for piece in self.convert_ids_to_tokens(ids):
       if piece == "[PAD]":

@@ -1,4 +1,4 @@
-"""Tests of `realm_tf.corpus.build_pretrain_corpus` (spec 1.1) and its annotators."""
+"""Tests of `realm_tf.corpus.build_pretrain_corpus` and its annotators."""
 
 import json
 import os

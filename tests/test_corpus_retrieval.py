@@ -1,4 +1,4 @@
-"""Tests of `realm_tf.corpus.build_retrieval_corpus` (spec 1.2-1.4)."""
+"""Tests of `realm_tf.corpus.build_retrieval_corpus`."""
 
 import json
 import os

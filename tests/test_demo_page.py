@@ -1,4 +1,4 @@
-"""orqa.demo: the JSON API and the page in headless Chromium (issue 8).
+"""orqa.demo: the JSON API and the page in headless Chromium.
 
 The server runs in this process on a free loopback port over the tiny serving model of
 `export.serving_testing` (untrained: the "expected answer" of a sample question is what

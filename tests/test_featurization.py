@@ -1,4 +1,4 @@
-"""Featurization rules of reference spec section 2, with hand-checked ids.
+"""Featurization rules of `language/realm/featurization.py`, with hand-checked ids.
 
 Tiny vocab (tests/conftest.py): [PAD]0 [UNK]1 [CLS]2 [SEP]3 [MASK]4 the5 eiffel6 tower7
 was8 built9 in10 1889=11 paris12 is13 a14 city15 france16 .17 ,18 ##s19 ...
@@ -40,7 +40,7 @@ def query(tokenizer, spans, text=TEXT):
   return Query(text=text, tokens=tokenizer.tokenize(text), mask_spans=spans, orig_doc_uid=7)
 
 
-# --- bert_format (spec 2.3) ---
+# --- bert_format ---
 
 
 def test_bert_format_layout_priority_and_segments():
@@ -63,7 +63,7 @@ def test_bert_format_negative_budget_raises():
     bert_format([ragged([[1]]), ragged([[2]])], 2, 101, 102)
 
 
-# --- query masking (spec 2.4) ---
+# --- query masking ---
 
 
 def test_mask_query_masks_whole_tokens_inside_span(featurizer, tiny_tokenizer):
@@ -104,7 +104,7 @@ def test_mask_query_truncation_raises(tiny_tokenizer):
   Featurizer(9, 8, 3, 2, tiny_tokenizer).mask_query(query(tiny_tokenizer, [(30, 34)]))
 
 
-# --- documents (spec 2.4, 2.5, 2.6) ---
+# --- documents, the null document, UIDs ---
 
 
 def test_featurize_document_title_priority_and_segments(featurizer):
@@ -165,7 +165,7 @@ def test_prepend_null_document():
   assert out.to_list() == [[[], [1, 2], [3]], [[], [4], []]]
 
 
-# --- whole examples (spec 1.7, 2.4) ---
+# --- whole examples ---
 
 
 def test_featurize_query_and_docs(featurizer, tiny_tokenizer):
@@ -238,7 +238,7 @@ def test_in_graph_pipeline_equals_eager(featurizer, tiny_tokenizer):
       np.testing.assert_array_equal(got[i], want)
 
 
-# --- serialization (spec 1.7) ---
+# --- serialization ---
 
 
 @pytest.mark.parametrize("original_layout", [False, True])

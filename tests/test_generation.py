@@ -1,4 +1,4 @@
-"""Example generation (spec 5.2): span choice, statuses, retrieval, origin removal, null doc."""
+"""Example generation: span choice, statuses, retrieval, origin removal, null doc."""
 import collections
 import json
 import os

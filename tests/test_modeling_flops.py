@@ -24,7 +24,7 @@ def test_realm_minilm_step_matches_a_hand_count():
   assert forward["mlm_head"] == pytest.approx(2 * 320 * h * (h + 30522))
   total = flops.realm_train_flops(config, batch_size=4)
   assert total == pytest.approx(3 * sum(forward.values()))
-  # About 0.4 TFLOP per example, as the issue estimated.
+  # About 0.4 TFLOP per example.
   assert 0.39e12 < total / 4 < 0.42e12
   # Linear in the batch.
   assert flops.realm_train_flops(config, 16) == pytest.approx(4 * total)

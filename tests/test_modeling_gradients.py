@@ -1,4 +1,4 @@
-"""Gradients of the REALM loss reach both retriever towers and the reader (spec 4.3.8)."""
+"""Gradients of the REALM loss reach both retriever towers and the reader."""
 
 import realm_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 

@@ -1,4 +1,5 @@
-"""The REALM objective and metrics against an independent NumPy version of spec 4.3/4.5."""
+"""The REALM objective and metrics against an independent NumPy version of
+`language/realm/model.py`'s loss and metrics."""
 
 import realm_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
@@ -22,7 +23,7 @@ def _np_logsumexp(x, axis):
 
 
 def numpy_realm_loss(scores, mlm_logits, targets, mask):
-  """Spec 4.3 steps 3-7 and the retrieval utility of 4.5, in float64 NumPy loops."""
+  """The REALM loss and the retrieval utility, in float64 NumPy loops."""
   scores, mlm_logits = np.float64(scores), np.float64(mlm_logits)
   b_size, n_size, m_size, _ = mlm_logits.shape
   cand = _np_log_softmax(scores, axis=-1)  # [B, N]
@@ -61,7 +62,7 @@ def test_objective_matches_numpy(masks):
 
 
 def test_per_token_marginal_differs_from_per_example():
-  """Marginalization is per masked token (spec 8.3 item 5), not over the product."""
+  """Marginalization is per masked token (as the original code), not over the product."""
   rng = np.random.default_rng(1)
   scores, gold = rng.normal(size=[1, 3]), rng.normal(size=[1, 3, 2]) - 2
   out = realm_objective(tf.constant(scores, tf.float32), tf.constant(gold, tf.float32),

@@ -1,4 +1,4 @@
-"""BERT's AdamW (no bias correction) and learning-rate schedule against NumPy (spec 4.4)."""
+"""BERT's AdamW (no bias correction) and learning-rate schedule against NumPy."""
 
 import realm_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 

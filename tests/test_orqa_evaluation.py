@@ -1,4 +1,4 @@
-"""Tests of orqa.evaluation, orqa.block_records and the orqa.evaluate CLI (spec 6.6)."""
+"""Tests of orqa.evaluation, orqa.block_records and the orqa.evaluate CLI."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import gzip
@@ -181,7 +181,7 @@ def test_block_texts_from_tfrecord_shards(tmp_path):
 
 
 def test_block_texts_from_original_raw_blocks_tfr(tmp_path):
-  # The original release (reference spec 1.4): raw UTF-8 strings, titles in titles.tfr.
+  # The original release's blocks.tfr: raw UTF-8 strings, titles in titles.tfr.
   titles, texts = ["Paris", "Zürich", ""], ["Paris is in France.", "Zürich liegt.", "x"]
   for name, values in (("blocks.tfr", texts), ("titles.tfr", titles)):
     with tf.io.TFRecordWriter(str(tmp_path / name)) as writer:

@@ -1,4 +1,4 @@
-"""`orqa.finetune --init_span_scorer --num_train_steps=0` (issue 9): a converted span MLP
+"""`orqa.finetune --init_span_scorer --num_train_steps=0`: a converted span MLP
 (`export.convert`'s `bert/span_scorer.npz`) lands exactly in checkpoint 0, and that
 model_dir answers through `orqa.predict` without any training; span MLPs that do not fit
 are refused naming the file and both shapes.

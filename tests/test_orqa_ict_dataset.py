@@ -1,4 +1,5 @@
-"""ICT dataset rules (spec 6.1): query sentence choice, removal rate, filtering, layout."""
+"""ICT dataset rules (`language/orqa/datasets/ict_dataset.py`): query sentence choice,
+removal rate, filtering, layout."""
 import numpy as np
 import tensorflow as tf
 

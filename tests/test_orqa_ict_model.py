@@ -1,4 +1,4 @@
-"""ICT (spec 6.1): block examples, in-batch-negative loss vs NumPy, 2-replica step."""
+"""ICT: block examples, in-batch-negative loss vs NumPy, 2-replica step."""
 import gzip
 import json
 

@@ -1,4 +1,4 @@
-"""Tests of orqa.losses against NumPy references (reference spec 6.3, compute_loss)."""
+"""Tests of orqa.losses against NumPy references (the original `compute_loss`)."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The ORQA model (spec 6.3): titled reader inputs, loss wiring vs NumPy, 2-replica step."""
+"""The ORQA model: titled reader inputs, loss wiring vs NumPy, 2-replica step."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of orqa.ops: HasAnswer and ReaderInputs (reference spec 6.4)."""
+"""Tests of orqa.ops: HasAnswer and ReaderInputs (`language/orqa/ops/orqa_ops.cc`)."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Tests of orqa.qa_data: QA jsonl loading, the dev resplit (spec 1.8) and tf.data input."""
+"""Tests of orqa.qa_data: QA jsonl loading, the dev resplit and tf.data input."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import json

@@ -1,4 +1,4 @@
-"""The block_emb checkpoint (spec 1.5) and merging of per-worker partials."""
+"""The block_emb checkpoint and merging of per-worker partials."""
 
 import os
 

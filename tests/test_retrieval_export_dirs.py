@@ -1,4 +1,4 @@
-"""Export-directory discovery, retention and atomic commit (reference spec 1.10)."""
+"""Export-directory discovery, retention and atomic commit."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""export.serving: one SavedModel from question to answer (issue 8).
+"""export.serving: one SavedModel from question to answer.
 
 A tiny untrained model on the sample corpus (`export.serving_testing`) is exported; the
 SavedModel must load in a fresh process with only `import tensorflow_text` (plus `import

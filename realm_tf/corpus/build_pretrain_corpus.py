@@ -6,8 +6,8 @@ r"""Builds the REALM pre-training corpus X: passages with sentences and salient 
 
 Input: jsonl or jsonl.gz, one `{"title", "text"}` (optional `"id"`) a line.
 Output: GZIP TFRecord shards `<output_prefix>.builds/<build_id>/<name>-00000-of-000NN` with
-the features of spec 1.1 (`title`, `text`, `sentence_byte_start/limit`,
-`span_byte_start/limit`: UTF-8 byte offsets) and `<output_prefix>.manifest.json`, which
+the features `title`, `text`, `sentence_byte_start/limit` and
+`span_byte_start/limit` (UTF-8 byte offsets) and `<output_prefix>.manifest.json`, which
 points at them; a rebuild replaces the corpus as a whole (`realm_tf.corpus.manifest`).
 Consumers take `--pretrain_corpus_path` as the prefix, the manifest, or a glob of shard
 names (`<output_prefix>-*`). As in the original, the first `--eval_shards` shards in

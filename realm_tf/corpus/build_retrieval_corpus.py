@@ -1,4 +1,4 @@
-r"""Builds the REALM retrieval corpus Z: sharded GZIP TFRecords of blocks (spec 1.2).
+r"""Builds the REALM retrieval corpus Z: sharded GZIP TFRecords of blocks.
 
   python -m realm_tf.corpus.build_retrieval_corpus \
       --input=docs.jsonl.gz --output_prefix=out/blocks.tfr \
@@ -6,7 +6,8 @@ r"""Builds the REALM retrieval corpus Z: sharded GZIP TFRecords of blocks (spec 
 
 Input: jsonl or jsonl.gz, one `{"title", "text"}` (or `"body"`, optional `"id"`) a line.
 `--mode=passages` writes each line as one block (the original
-`generate_retrieval_corpus`); `--mode=articles` applies ORQA's preprocessing (spec 1.4):
+`language/realm/generate_retrieval_corpus.py`); `--mode=articles` applies ORQA's
+preprocessing (`language/orqa/preprocessing/wiki_preprocessor.py`):
 title filters, HTML unescaping, sentence splitting and greedy packing so that
 `[CLS] title [SEP] block [SEP]` fits in `--max_block_length` wordpieces.
 

@@ -116,7 +116,7 @@ file_sha256 = manifest_lib.file_sha256
 
 
 def shard_name(prefix: str, index: int, num_shards: int, suffix: str = "") -> str:
-  """`<prefix>-00003-of-00050<suffix>`, the original's shard naming (spec 1.2)."""
+  """`<prefix>-00003-of-00050<suffix>`, the original's shard naming."""
   return f"{prefix}-{index:05d}-of-{num_shards:05d}{suffix}"
 
 

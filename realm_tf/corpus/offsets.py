@@ -1,6 +1,6 @@
 """Character offsets (Python `str` indices, as spaCy reports them) to UTF-8 byte offsets.
 
-REALM's pre-training corpus stores *byte* offsets into the UTF-8 text (spec 1.1); most
+REALM's pre-training corpus stores *byte* offsets into the UTF-8 text; most
 annotators report *character* offsets. They differ as soon as a text has a non-ASCII
 character: in "Zürich is", "is" starts at character 7 but byte 8.
 """

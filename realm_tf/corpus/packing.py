@@ -1,4 +1,5 @@
-"""ORQA block packing (spec 1.4): title filters and greedy sentence packing."""
+"""ORQA block packing (`language/orqa/preprocessing/wiki_preprocessor.py`): title filters
+and greedy sentence packing."""
 
 import re
 from typing import List, Sequence

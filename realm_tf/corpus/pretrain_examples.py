@@ -1,4 +1,4 @@
-"""Pre-training-corpus records (spec 1.1): passages with sentence and salient-span offsets.
+"""Pre-training-corpus records: passages with sentence and salient-span offsets.
 
 `PretrainProcessor` runs in the build workers (without TensorFlow): it parses a chunk of
 jsonl lines, annotates the passages, validates the annotations (`spans.finalize`) and

@@ -117,7 +117,7 @@ def read_spool(path: str, start_offset: int, count: int):
 def shard_ranges(total: int, num_shards: int) -> List[Tuple[int, int]]:
   """[start, stop) record ranges: ceil(total / num_shards) consecutive records a shard.
 
-  As the original `generate_retrieval_corpus` (spec 1.3); trailing shards may be short
+  As `language/realm/generate_retrieval_corpus.py`; trailing shards may be short
   or empty, and are still written so the `-of-NNNNN` names stay complete.
   """
   if num_shards < 1:

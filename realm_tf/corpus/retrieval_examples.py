@@ -1,4 +1,4 @@
-"""Retrieval-corpus records (spec 1.2) from passages or from packed articles (spec 1.4).
+"""Retrieval-corpus records from passages or from packed articles (docs/ARCHITECTURE.md).
 
 `RetrievalProcessor` runs in the build workers: it parses a chunk of jsonl lines,
 tokenizes all titles and texts of the chunk in one batched tensorflow_text call, and
@@ -22,7 +22,7 @@ MODES = ("passages", "articles")
 
 def retrieval_example(title: str, body: str, title_ids: List[int], body_ids: List[int],
                       vocab_bytes: List[bytes]) -> bytes:
-  """One serialized retrieval-corpus `tf.train.Example` (spec 1.2)."""
+  """One serialized retrieval-corpus `tf.train.Example`."""
   features = {"title": ("bytes", [title.encode("utf-8")]),
               "body": ("bytes", [body.encode("utf-8")])}
   for name, ids in (("title", title_ids), ("body", body_ids)):

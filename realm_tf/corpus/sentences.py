@@ -1,10 +1,11 @@
 """A rule-based English sentence splitter with character offsets (no downloads).
 
-The original ORQA preprocessing used NLTK punkt (spec 1.4); punkt needs a downloaded
-model, so realm-tf splits with rules: a sentence ends at `.`, `!` or `?` (plus closing
-quotes or brackets) followed by whitespace and an uppercase letter, digit or opening
-quote, unless the word before the period is a known abbreviation or a single initial
-("J. R. R. Tolkien"). Line breaks always end a sentence (paragraph boundaries).
+The original ORQA preprocessing (`language/orqa/preprocessing/wiki_preprocessor.py`) used
+NLTK punkt, which needs a downloaded model, so realm-tf splits with rules: a sentence ends
+at `.`, `!` or `?` (plus closing quotes or brackets) followed by whitespace and an
+uppercase letter, digit or opening quote, unless the word before the period is a known
+abbreviation or a single initial ("J. R. R. Tolkien"). Line breaks always end a sentence
+(paragraph boundaries).
 """
 
 import re

@@ -3,7 +3,7 @@
 An annotator turns a batch of passages into sentences and salient spans, as character
 offsets. `finalize` then cleans and validates them (every span non-empty, inside the
 text and inside one sentence, spans non-overlapping) and converts them to the UTF-8
-byte offsets of the pre-training corpus (spec 1.1).
+byte offsets of the pre-training corpus.
 """
 
 import bisect

@@ -23,7 +23,8 @@ def truncate_rows(seqs: tf.RaggedTensor, limits) -> tf.RaggedTensor:
 
 def bert_format(input_seqs: Sequence[tf.RaggedTensor], max_seq_len: int, cls_id: int,
                 sep_id: int) -> BertInputs:
-  """Formats a batch of k sequences as `[CLS] s1 [SEP] ... sk [SEP]` (reference spec 2.3).
+  """Formats a batch of k sequences as `[CLS] s1 [SEP] ... sk [SEP]` (`bert_format` of
+  `language/realm/featurization.py`).
 
   The token budget is `max_seq_len - 1 - k`. Sequences are truncated in order, each to
   what remains of the budget, so earlier sequences have priority and every special token

@@ -1,4 +1,7 @@
-"""Documents, their UIDs, the null document and candidate post-processing (spec 2.5, 2.6, 5.2)."""
+"""Documents, their UIDs, the null document and candidate post-processing.
+
+As `language/realm/featurization.py` and `language/realm/example_generator.py`.
+"""
 
 import collections
 import hashlib

@@ -1,4 +1,4 @@
-"""Serialization of REALM examples to `tf.train.Example` and back (spec 1.7).
+"""Serialization of REALM examples to `tf.train.Example` and back.
 
 realm-tf writes readable feature names (`query_inputs/token_ids`, `mlm_targets`, ...). The
 original's generators named each feature by its index in `tf.nest.flatten(structure)`

@@ -1,4 +1,5 @@
-"""REALM featurization: salient-span query masking and the example features (spec 1.7, 2.4).
+"""REALM featurization: salient-span query masking and the example features
+(`language/realm/featurization.py`).
 
 Every rule is implemented once, as batched in-graph TensorFlow ops on RaggedTensors, so the
 training input pipeline runs it inside `tf.data` at scale. The eager methods (`mask_query`,
@@ -66,7 +67,7 @@ class Featurizer:
     tokenizer: a `Tokenizer`.
     separate_candidate_segments: segment ids 0 (title) / 1 (body) in candidate inputs;
       all 0 otherwise. Applied both here and when embedding the corpus (the original
-      applied it only to the corpus embedding, spec 8.3 item 7).
+      applied it only to the corpus embedding).
   """
 
   def __init__(self, query_seq_len: int, candidate_seq_len: int, num_candidates: int,
@@ -89,7 +90,7 @@ class Featurizer:
 
   def mask_query_tf(self, token_ids, token_starts, token_limits, span_starts,
                     span_limits) -> Dict[str, tf.Tensor]:
-    """Masks every token lying entirely inside a span (spec 2.4 `mask_query`).
+    """Masks every token lying entirely inside a span (the original `mask_query`).
 
     Args:
       token_ids: int RaggedTensor [batch, (T)].
@@ -131,7 +132,7 @@ class Featurizer:
     return dict(
         masked_token_ids=masked,
         mask_indices=indices,
-        # Positions are +1 for [CLS]; more than M masks are silently untargeted (spec 2.4).
+        # Positions are +1 for [CLS]; more than M masks are silently untargeted.
         mlm_positions=(indices + 1).to_tensor(0, shape=shape),  # [batch, M]
         mlm_targets=targets.to_tensor(0, shape=shape),
         mlm_mask=tf.ones_like(indices).to_tensor(0, shape=shape),

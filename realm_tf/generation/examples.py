@@ -1,4 +1,5 @@
-"""Masked queries to REALM training examples with live retrieval, in-graph (spec 5.2).
+"""Masked queries to REALM training examples with live retrieval, in-graph (as
+`language/realm/example_generator.py`).
 
 For a batch of masked queries: embed the queries with the current query embedder, retrieve
 the top-N blocks, flag examples whose retrieved blocks repeat a UID (duplicate documents in
@@ -29,7 +30,7 @@ def parse_blocks_with_uids(serialized):
 
 
 class BlockStore(tf.Module):
-  """Token ids of every retrieval-corpus block in memory; row i = block i (spec 1.2).
+  """Token ids of every retrieval-corpus block in memory; row i = block i.
 
   Args:
     title_ids, body_ids: int RaggedTensors [K, (len)].

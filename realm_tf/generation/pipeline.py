@@ -26,7 +26,7 @@ def frozen_query_embedder(embedder_path: str) -> Callable[[BertInputs], tf.Tenso
   """Loads an embedder export's `projected` signature with its weights as constants.
 
   Args:
-    embedder_path: a TF-Hub-style embedder SavedModel (DESIGN.md "Contracts").
+    embedder_path: a TF-Hub-style embedder SavedModel (docs/ARCHITECTURE.md, Contracts).
 
   Returns:
     fn(BertInputs [b, L]) -> float32 [b, D], free of variables (serializable).
@@ -50,7 +50,7 @@ def frozen_query_embedder(embedder_path: str) -> Callable[[BertInputs], tf.Tenso
 
 
 def restore_block_emb(checkpoint_prefix) -> tf.Tensor:
-  """Reads `block_emb` [K, D] from an index checkpoint (spec 1.5) as a graph op."""
+  """Reads `block_emb` [K, D] from an index checkpoint as a graph op."""
   block_emb = tf.raw_ops.RestoreV2(prefix=checkpoint_prefix, tensor_names=["block_emb"],
                                    shape_and_slices=[""], dtypes=[tf.float32])[0]
   return tf.ensure_shape(block_emb, [None, None])  # [K, D]

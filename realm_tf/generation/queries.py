@@ -1,6 +1,7 @@
-"""Pre-training passages to masked queries, in-graph (spec 5.2 `text_features_to_query`).
+"""Pre-training passages to masked queries, in-graph (`text_features_to_query` of
+`language/realm/example_generator.py`).
 
-Per passage of the pre-training corpus (spec 1.1): map every salient span to the first
+Per passage of the pre-training corpus: map every salient span to the first
 sentence that fully contains it (spans outside every sentence are dropped, duplicates
 collapse), pick one (span, sentence) uniformly at random, and make the sentence the query
 with that span masked. With a seed the choice is stateless, keyed by the passage's
@@ -15,7 +16,7 @@ import tensorflow as tf
 
 from realm_tf.featurization import Featurizer, document_fingerprint
 
-# Status of a passage or example; counters are kept per status (spec 5.2 STATS).
+# Status of a passage or example; counters are kept per status (the original's STATS).
 OK = 0
 NO_VALID_SPANS = 1
 TOKENIZATION_ERROR = 2
@@ -35,7 +36,7 @@ PRETRAIN_FEATURES = {
 
 
 def parse_pretrain_example(serialized) -> Dict[str, tf.Tensor]:
-  """Parses one pre-training record (spec 1.1)."""
+  """Parses one pre-training record."""
   return tf.io.parse_single_example(serialized, PRETRAIN_FEATURES)
 
 

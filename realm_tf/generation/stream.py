@@ -1,4 +1,5 @@
-"""Training and evaluation example streams that follow the refreshed index (spec 5.2).
+"""Training and evaluation example streams that follow the refreshed index (as the
+loop of `language/realm/example_generator.py`).
 
 Each pass of training examples covers `num_shards_per_mips_refresh` training shards
 sampled without replacement, retrieved with the newest committed index
@@ -31,7 +32,7 @@ class Generation:
 
 
 def split_shards(paths: Sequence[str], eval_shards: int) -> Tuple[List[str], List[str]]:
-  """(eval, train): the first `eval_shards` sorted shards are the eval split (spec 1.1)."""
+  """(eval, train): the first `eval_shards` sorted shards are the eval split."""
   paths = sorted(paths)
   if len(paths) <= eval_shards:
     raise ValueError(f"{len(paths)} pre-training shards leave none for training after "

@@ -1,4 +1,4 @@
-"""REALM Keras models and objective (reference spec section 4), on tf-models-official.
+"""REALM Keras models and objective (`language/realm/model.py`), on tf-models-official.
 
 * `config`: `BertConfig` (encoder presets) and `RealmConfig` (model_dir/config.json).
 * `encoders`: `BertEncoderV2` from a `BertConfig`.

@@ -6,8 +6,9 @@ Two dataclasses, both JSON round-trippable:
   HF folder's config reads directly), with encoder presets `tiny` (L2/H128/A2), `mini`
   (L4/H256/A4), `minilm` (L6/H384/A12) and `base` (L12/H768/A12).
 * `RealmConfig`: the reader BERT (`bert`), the retriever BERT (`embedder`), the embedder
-  projection, and every hyperparameter the original trainer took (reference spec 7.1,
-  7.2), plus the optimizer constants of spec 4.4. `RealmConfig.save(model_dir)` writes
+  projection, and every hyperparameter the original trainer took
+  (`language/realm/train_realm.py`, `language/common/utils/experiment_utils.py`), plus
+  the constants of BERT's optimizer. `RealmConfig.save(model_dir)` writes
   `model_dir/config.json` (sorted keys, like the original's params file), which the
   refresher and example generator read back to rebuild the featurizer.
 """
@@ -122,7 +123,7 @@ PRESETS = {
 
 @dataclasses.dataclass
 class RealmConfig:
-  """Everything the REALM trainer needs (spec 4, 7.1, 7.2); written to model_dir/config.json.
+  """Everything the REALM trainer needs; written to model_dir/config.json.
 
   Model:
     bert: the knowledge-augmented encoder (reader) BERT.
@@ -137,11 +138,11 @@ class RealmConfig:
   Data (the featurizer's parameters): query_seq_len Q, candidate_seq_len C,
   num_candidates N (null document included), max_masks M, vocab_path, do_lower_case.
 
-  Optimizer (spec 4.4): learning_rate, num_train_steps, num_warmup_steps (None: the
-  original's `min(10000, max(100, num_train_steps // 10))`), weight_decay_rate,
-  adam_beta_1, adam_beta_2, adam_epsilon, clip_norm.
+  Optimizer (google-research/bert `optimization.py`): learning_rate, num_train_steps,
+  num_warmup_steps (None: the original's `min(10000, max(100, num_train_steps // 10))`),
+  weight_decay_rate, adam_beta_1, adam_beta_2, adam_epsilon, clip_norm.
 
-  Loop (spec 7.1): batch_size and eval_batch_size are *global* batch sizes; the remaining
+  Loop: batch_size and eval_batch_size are *global* batch sizes; the remaining
   fields keep the original's flag names and defaults.
 
   Compute (memory and speed, not the math; `realm_tf.modeling.precision`):
@@ -162,7 +163,7 @@ class RealmConfig:
   embedder_layer_norm_epsilon: float = 1e-3
   share_embedders: bool = True
   separate_candidate_segments: bool = True
-  # Featurization (spec 7.2; values of the original launcher).
+  # Featurization (values of the original launcher).
   query_seq_len: int = 96
   candidate_seq_len: int = 288
   num_candidates: int = 8
@@ -172,7 +173,7 @@ class RealmConfig:
   # Initial weights (paths or hub handles; the original's module handles).
   bert_hub_module_handle: Optional[str] = None
   embedder_hub_module_handle: Optional[str] = None
-  # Optimizer (spec 4.4).
+  # Optimizer (BERT's AdamW).
   learning_rate: float = 3e-5
   num_train_steps: int = 200000
   num_warmup_steps: Optional[int] = None
@@ -181,7 +182,7 @@ class RealmConfig:
   adam_beta_2: float = 0.999
   adam_epsilon: float = 1e-6
   clip_norm: float = 1.0
-  # Loop (spec 7.1, 7.2).
+  # Loop.
   batch_size: int = 16
   eval_batch_size: int = 16
   num_eval_steps: Optional[int] = None
@@ -278,5 +279,5 @@ class RealmConfig:
 
 
 def default_num_warmup_steps(num_train_steps: int) -> int:
-  """The original's warmup: `min(10000, max(100, int(num_train_steps / 10)))` (spec 4.4)."""
+  """The original's warmup: `min(10000, max(100, int(num_train_steps / 10)))`."""
   return min(10000, max(100, int(num_train_steps / 10)))

@@ -1,9 +1,10 @@
 """The retriever tower: BERT pooled output -> Dense(D) -> LayerNorm -> dropout (training).
 
-This is the original's ICT / REALM `embedder` module (`projected` signature, reference spec
-1.9 and 6.1): `tf.layers.dense(128)` with the default glorot-uniform kernel and a bias, no
-activation, then a Keras `LayerNormalization` with its default epsilon 1e-3, then
-`dropout(rate=0.1)` on the projected embedding only when training.
+This is the original's ICT / REALM `embedder` module (`projected` signature,
+`language/orqa/models/ict_model.py`): `tf.layers.dense(128)` with the default
+glorot-uniform kernel and a bias, no activation, then a Keras `LayerNormalization` with
+its default epsilon 1e-3, then `dropout(rate=0.1)` on the projected embedding only when
+training.
 """
 
 from typing import Any, Dict, Union

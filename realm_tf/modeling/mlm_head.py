@@ -1,4 +1,4 @@
-"""BERT's masked-LM head (the `mlm` signature of the original's BERT hub module, spec 1.9).
+"""BERT's masked-LM head (the `mlm` signature of the original's BERT hub module).
 
 Gathers the encoder's sequence output at `mlm_positions`, then transform Dense(hidden) with
 BERT's activation, LayerNorm (epsilon 1e-12), a matmul with the *tied* word-embedding

@@ -1,4 +1,4 @@
-"""BERT's optimizer: AdamW without bias correction, linear warmup and decay (spec 4.4).
+"""BERT's optimizer: AdamW without bias correction, linear warmup and decay.
 
 The original used `bert.optimization.create_optimizer`:
 
@@ -19,7 +19,7 @@ With per-replica losses normalized by the global token count (see
 `realm_tf.modeling.training`) that sum is the gradient of the global-batch mean loss, i.e.
 the replicas' gradients are averaged. The original on TPU clipped each core's gradient
 locally and summed them (`CrossShardOptimizer`), a ~num_replicas times larger gradient
-with per-core clipping (spec 8.3 item 15); Adam is nearly invariant to that scale.
+with per-core clipping; Adam is nearly invariant to that scale.
 """
 
 import re

@@ -1,6 +1,6 @@
 """The knowledge-augmented encoder (REALM's reader): BERT with its masked-LM head.
 
-The original used a TF-Hub BERT module with its `tokens` and `mlm` signatures (spec 1.9).
+The original used a TF-Hub BERT module with its `tokens` and `mlm` signatures.
 Here one Keras model holds `BertEncoderV2` and `MaskedLMHead` (output weights tied to the
 encoder's word embeddings).
 """

@@ -1,4 +1,4 @@
-"""The REALM pre-training model and objective (reference spec 4.2, 4.3, 4.5).
+"""The REALM pre-training model and objective (`language/realm/model.py`).
 
 From a batch of featurized examples (`realm_tf.featurization`), `RealmModel`:
 
@@ -15,7 +15,7 @@ From a batch of featurized examples (`realm_tf.featurization`), `RealmModel`:
 6. loss = `-sum(marginal * mlm_mask) / sum(mlm_mask)` (0 when there is no mask), the mean
    over every real masked token of the batch.
 
-Metrics (spec 4.5): `retrieval_utility` = the same masked mean of
+Metrics: `retrieval_utility` = the same masked mean of
 `marginal - gold_log_probs[:, 0]` (log p(y|x) - log p(y|null, x)), and
 `off_policy_delay_mins` = the mean over examples of `(now - export_timestamp) / 60`, zero
 for examples retrieved by the initial embedder (timestamp 0).
@@ -59,7 +59,7 @@ def gold_log_probs_from_logits(mlm_logits: tf.Tensor, mlm_targets: tf.Tensor) ->
 def realm_objective(retrieval_scores: tf.Tensor, gold_log_probs: tf.Tensor,
                     mlm_mask: tf.Tensor,
                     loss_normalizer: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
-  """The REALM loss and retrieval utility (spec 4.3 steps 3, 5-7 and 4.5).
+  """The REALM loss and retrieval utility (steps 3, 5 and 6 of the module docstring).
 
   Args:
     retrieval_scores: float [B, N] query-candidate inner products (candidate 0 = null).
@@ -90,7 +90,7 @@ def realm_objective(retrieval_scores: tf.Tensor, gold_log_probs: tf.Tensor,
 
 def off_policy_delay_mins(export_timestamp: tf.Tensor, now: Optional[tf.Tensor] = None,
                           example_normalizer: Optional[tf.Tensor] = None) -> tf.Tensor:
-  """Mean minutes between retrieval-embedder export and now; 0 for timestamp 0 (spec 4.5).
+  """Mean minutes between retrieval-embedder export and now; 0 for timestamp 0.
 
   Args:
     export_timestamp: int [B] Unix seconds of the embedder export that retrieved.

@@ -6,9 +6,9 @@
 (examples for the delay), obtained with an all-reduce, so:
 
 * the strategy's SUM of the replicas' values equals the single-device value on the same
-  global batch (the original's masked mean over all tokens of the batch, spec 4.3);
+  global batch (the original's masked mean over all tokens of the batch);
 * the optimizer's default SUM all-reduce of the replicas' gradients is the gradient of that
-  global mean (the replicas' gradients averaged), clipped afterwards (spec 4.4).
+  global mean (the replicas' gradients averaged), clipped afterwards.
 
 With `jit_compile=True` the forward and backward pass of each replica is XLA-compiled;
 the all-reduces and the optimizer update stay outside the compiled function.

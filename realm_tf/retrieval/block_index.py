@@ -1,4 +1,4 @@
-"""The block-embedding index file: `block_emb` [K, D] float32 in a TF checkpoint (spec 1.5).
+"""The block-embedding index file: `block_emb` [K, D] float32 in a TF checkpoint.
 
 The original wrote a TF1 (V2-format) checkpoint at `<module_dir>/encoded/encoded.ckpt`
 holding one variable named exactly `block_emb`; REALM's brute-force retriever and ORQA's

@@ -7,7 +7,8 @@ and the embedder in a `tf.function` under any `tf.distribute` strategy. Every el
 carries its row index; the last batch is padded (index -1) so every step has the same
 shape, and results are scattered into a preallocated [K, D] array, so the output is in
 corpus order with exactly K rows whatever the strategy does with the batch (this replaces
-the original's `result_idx` reordering of `TPUEstimator.predict`, spec 3 and 8.2).
+the original's `result_idx` reordering of `TPUEstimator.predict` in
+`language/realm/retrieval.py`).
 
 Several workers split the shards into contiguous ranges (`--task_index/--num_tasks`);
 each writes a partial array and `block_index.merge_partials` joins them at commit.
@@ -42,7 +43,7 @@ EmbedFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def load_saved_model_embedder(path: str, signature: str = "projected") -> EmbedFn:
-  """The `projected` signature of an embedder SavedModel (DESIGN.md Contracts) as an EmbedFn."""
+  """The `projected` signature of an embedder SavedModel as an EmbedFn."""
   import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import  (registers ops)
   try:
     module = tf.saved_model.load(path)

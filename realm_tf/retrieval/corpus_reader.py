@@ -1,4 +1,4 @@
-"""Reading the retrieval corpus Z: GZIP TFRecord shards of blocks (spec 1.2).
+"""Reading the retrieval corpus Z: GZIP TFRecord shards of blocks.
 
 Block i of the index is record i of the concatenation of the shards in corpus order.
 Each record is a `tf.train.Example` with `title`, `body` (bytes) and `title_token_ids`,

@@ -1,7 +1,9 @@
-"""Reading a committed index snapshot `model_dir/export/encoded/<ts>/` (DESIGN.md layout).
+"""Reading a committed index snapshot `model_dir/export/encoded/<ts>/`.
+
+Layout (see also docs/ARCHITECTURE.md):
 
   encoded/<ts>/embedder/                     the embedder SavedModel that embedded the corpus
-  encoded/<ts>/embedder/encoded/encoded.ckpt block_emb [K, D] float32 (spec 1.5)
+  encoded/<ts>/embedder/encoded/encoded.ckpt block_emb [K, D] float32
   encoded/<ts>/<scann|brute_force>/          the serialized searcher + its manifest.json
   encoded/<ts>/manifest.json                 what, when, from which corpus, timings
   encoded/<ts>/global_step.txt, bert/, ...   the rest of the tf_hub export, as staged

@@ -1,4 +1,4 @@
-"""Timestamped export directories under `model_dir/export/` (reference spec 1.10).
+"""Timestamped export directories under `model_dir/export/` (docs/ARCHITECTURE.md).
 
 Exports live in `model_dir/export/<prefix>/<ts>/` where `<ts>` is an integer Unix
 timestamp. Discovery sorts by the *integer* timestamp (so 10 comes after 2) and ignores

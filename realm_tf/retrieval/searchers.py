@@ -9,9 +9,10 @@ type and parameters; `load_searcher(directory)` restores either in a fresh proce
   any K. Ties are broken by the lower block id, so results are deterministic. It is a
   `tf.Module` (the embeddings are a variable, no 2 GB constant limit): its `search` runs
   inside `tf.function`s and can be saved within another SavedModel.
-* `ScannSearcher` uses the TF ops of `scann` with the original ORQA configuration scaled
-  to K (spec 6.5): a k-means tree of about sqrt(K) leaves, asymmetric hashing with 2
-  dimensions per block, dot product, and optional exact reordering. It is saved as
+* `ScannSearcher` uses the TF ops of `scann` with the original ORQA configuration
+  (`language/orqa/utils/scann_utils.py`) scaled to K: a k-means tree of about sqrt(K)
+  leaves, asymmetric hashing with 2 dimensions per block, dot product, and optional
+  exact reordering. It is saved as
   scann's `ScannState` SavedModel and reloaded with `scann_ops.searcher_from_module`.
   Where `scann` cannot be imported, `build_searcher` falls back to brute force with a
   warning.

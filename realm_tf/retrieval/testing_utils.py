@@ -71,7 +71,7 @@ def random_blocks(num_blocks: int, vocab_size: int, seed: int = 0,
 
 
 def block_example(title_ids: Sequence[int], body_ids: Sequence[int], index: int) -> bytes:
-  """A serialized retrieval-corpus Example (spec 1.2); texts name the block's index."""
+  """A serialized retrieval-corpus Example; texts name the block's index."""
   def ints(v):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
 

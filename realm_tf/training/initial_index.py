@@ -1,4 +1,4 @@
-"""The initial embedder module and its index, used until the first refresh (spec 5.2).
+"""The initial embedder module and its index, used until the first refresh.
 
 The original started from an ICT module that already held `encoded/encoded.ckpt` for the
 corpus. Without one (`--initial_embedder_module` unset), the trainer exports its own

@@ -1,6 +1,7 @@
 """The REALM training loop: custom `strategy.run` steps, checkpoints, eval, exports.
 
-Replaces the original's Estimator `train_and_evaluate` (spec 4.7, 4.8) with:
+Replaces the original's Estimator `train_and_evaluate` (`language/realm/train_realm.py`,
+`language/common/utils/experiment_utils.py`) with:
 * a `tf.train.CheckpointManager` (model + optimizer, slots included) that a killed run
   resumes from at the same step;
 * periodic evaluation on the eval split, token-weighted over `num_eval_steps` batches:
