@@ -76,7 +76,7 @@ def build(input_path: str, output_prefix: str, *, spans: str = "rules",
       annotator_entry["annotations"] = pipeline.source_entry(annotations_path)
     return {
         "format": "realm_pretrain_corpus",
-        "spec": "reference spec 1.1",
+        "original": "language/realm/example_generator.py (reader)",
         "builder": "realm_tf.corpus.build_pretrain_corpus",
         "count": result.num_records,
         "num_shards": num_shards,

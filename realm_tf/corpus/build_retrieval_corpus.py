@@ -73,7 +73,7 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
                                  f"produced {result.num_records} blocks")
     return {
         "format": "realm_retrieval_corpus",
-        "spec": "reference spec 1.2 (features), 1.3 (sharding), 1.4 (articles mode)",
+        "original": "language/realm/generate_retrieval_corpus.py",
         "builder": "realm_tf.corpus.build_retrieval_corpus",
         "mode": mode,
         "max_block_length": max_block_length if mode == "articles" else None,
