@@ -173,7 +173,8 @@ def test_trainer_killed_alone_takes_its_refresh_job_with_it(tmp_path):
   model_dir = str(tmp_path / "model")
   command = [sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
              "--num_train_steps=4", "--save_checkpoints_steps=4", "--export_steps=4",
-             "--num_eval_steps=1", "--log_every_steps=2", "--candidate_seq_len=64"]
+             "--num_eval_steps=1", "--log_every_steps=2", "--candidate_seq_len=64",
+             "--ict_steps=0"]
   log = open(tmp_path / "trainer-1.log", "w", encoding="utf-8")
   trainer = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
   try:
