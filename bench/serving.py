@@ -4,7 +4,7 @@ r"""Serving SavedModel benchmark: size, load time, p50/p95 latency at batch 1 an
       [--searchers=brute_force,scann] [--iterations=20]
 
 Without --finetuned_model, the tiny sample-corpus model of `export.serving_testing` is
-built (172 passages; tiny BERTs, reader_seq_len 128, 3 blocks read). Each searcher's
+built (the sample corpus; tiny BERTs, reader_seq_len 128, 3 blocks read). Each searcher's
 export is loaded in a fresh process (`import tensorflow_text`, `scann`), warmed up, then
 timed on sample questions. Prints one JSON object.
 """

@@ -51,7 +51,7 @@ def define_flags():
                       "serving go to <model_dir>_orqa and <model_dir>_serving.")
   flags.DEFINE_integer("num_examples", 1, "Featurized examples to print.")
   flags.DEFINE_list("stages", list(STAGES), f"Stages to run, of {STAGES}.")
-  flags.DEFINE_integer("finetune_steps", 300, "ORQA fine-tuning steps.")
+  flags.DEFINE_integer("finetune_steps", 200, "ORQA fine-tuning steps.")
   flags.DEFINE_integer("seed", 0, "Seed of pre-training and fine-tuning.")
 
 
@@ -104,7 +104,7 @@ def run_finetuning(pretrain_dir: str, finetune_dir: str, num_train_steps: int,
         f"--save_checkpoints_steps={max(1, num_train_steps // 2)}", "--reader_seq_len=160",
         "--span_hidden_size=64", "--learning_rate=5e-4", "--searcher=brute_force",
         "--eval_before_training", f"--seed={seed}"],
-       lambda line: "exact_match=" in line or line.startswith("Traceback"))
+       lambda line: "eval at step" in line or line.startswith("Traceback"))
   return finetune_dir
 
 

@@ -131,7 +131,7 @@ def define_flags():
 # Defaults: the sample run's, and the original launcher's.
 SAMPLE_DEFAULTS = dict(bert_preset="tiny", query_seq_len=48, candidate_seq_len=128,
                        num_candidates=4, max_masks=5, learning_rate=1e-3, batch_size=8,
-                       eval_batch_size=8, num_train_steps=600, save_checkpoints_steps=100,
+                       eval_batch_size=8, num_train_steps=300, save_checkpoints_steps=100,
                        export_steps=100, num_eval_steps=8, eval_shards=1,
                        num_shards_per_mips_refresh=2, retrieval_batch_size=16,
                        ict_steps=300, ict_batch_size=32, ict_learning_rate=5e-4,

@@ -251,8 +251,11 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
       global_step=optimizer.iterations, steps_per_loop=config.log_every_steps,
       checkpoint_manager=manager, summary_dir=os.path.join(logs, "train"),
       eval_summary_dir=os.path.join(logs, "eval"), eval_actions=[record])
-  if int(optimizer.iterations.numpy()) >= config.num_train_steps:
-    logging.info("ICT already trained to step %d.", int(optimizer.iterations.numpy()))
+  step = int(optimizer.iterations.numpy())
+  if step == 0 and not any(r["global_step"] == 0 for r in eval_results.read(model_dir)):
+    controller.evaluate(steps=config.num_eval_steps)  # the untrained tower: the baseline
+  if step >= config.num_train_steps:
+    logging.info("ICT already trained to step %d.", step)
     return dict(runner.evaluate(tf.constant(config.num_eval_steps)))
   return dict(controller.train_and_evaluate(
       train_steps=config.num_train_steps, eval_steps=config.num_eval_steps,
