@@ -82,7 +82,7 @@ def test_pretrain_killed_and_resumed_with_inline_refresh(tmp_path):
   checkpoints = os.path.join(model_dir, "checkpoints")
   first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
-  deadline = time.time() + 240
+  deadline = time.time() + 600  # the ICT warm start, initial index and step-0 eval come first
   while time.time() < deadline and first.poll() is None:
     latest = tf.train.latest_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
     if latest and int(latest.rsplit("-", 1)[1]) >= 12:
