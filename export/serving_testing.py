@@ -20,6 +20,7 @@ from orqa import finetune_lib
 from orqa import jsonl_io
 from orqa import modules
 from orqa import training_utils
+from realm_tf import locks
 from realm_tf import sample_data
 from realm_tf.featurization import bert_format
 from realm_tf.retrieval import block_index
@@ -76,10 +77,13 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
 
 
 def cached_tiny_model(base_dir: str) -> str:
-  """`base_dir/model`, the tiny model_dir, built once (shared by a pytest session)."""
+  """`base_dir/model`, the tiny model_dir, built once (shared by a pytest session and,
+  through a file lock, by its parallel workers)."""
   model_dir = os.path.join(base_dir, "model")
-  if not os.path.exists(os.path.join(model_dir, training_utils.PARAMS_FILENAME)):
-    make_tiny_finetuned_model(model_dir)
+  with locks.exclusive_lock(os.path.join(base_dir, "model.lock"), "the tiny model build",
+                            wait_secs=None):
+    if not os.path.exists(os.path.join(model_dir, training_utils.PARAMS_FILENAME)):
+      make_tiny_finetuned_model(model_dir)
   return model_dir
 
 
@@ -91,6 +95,8 @@ def cached_serving_model(base_dir: str, searcher: str = searchers.BRUTE_FORCE) -
   from export import serving  # pylint: disable=g-import-not-at-top
   model_dir = cached_tiny_model(base_dir)
   output_dir = os.path.join(base_dir, f"serving_{searcher}")
-  if not os.path.exists(output_dir):
-    serving.export_serving_model(model_dir, output_dir, searcher=searcher, top_k=5)
+  with locks.exclusive_lock(os.path.join(base_dir, f"serving_{searcher}.lock"),
+                            "the tiny serving export", wait_secs=None):
+    if not os.path.exists(output_dir):  # the export appears atomically
+      serving.export_serving_model(model_dir, output_dir, searcher=searcher, top_k=5)
   return output_dir

@@ -16,12 +16,33 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "eiffel", "to
               "cafe", "au", "lait", "new", "york", "of", "river", "nile"]
 
 
+def pytest_collection_modifyitems(items):
+  """Files with end-to-end (`slow`) tests run first: pytest-xdist hands out whole files
+  (`--dist loadfile`) in collection order, so the long ones start early instead of
+  leaving one worker busy alone at the end."""
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
+
+
 def shared_path(*parts):
   """Path under ../shared, or skip the test with a clear message when it is absent."""
   path = os.path.join(SHARED_DIR, *parts)
   if not os.path.exists(path):
     pytest.skip(f"{path} is absent: this test needs the project's ../shared data folder.")
   return path
+
+
+@pytest.fixture(scope="session")
+def serving_shared_base(tmp_path_factory):
+  """Folder of the tiny serving model that several test files share (built once).
+
+  Under pytest-xdist every worker has its own base temp folder; their common parent makes
+  the workers share one build too (`export.serving_testing` builds under a file lock).
+  """
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  return os.path.join(str(base), "serving_shared")
 
 
 @pytest.fixture(scope="session")

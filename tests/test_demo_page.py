@@ -32,9 +32,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def serving_dir(tmp_path_factory):
-  base = os.path.join(str(tmp_path_factory.getbasetemp()), "serving_shared")
-  return serving_testing.cached_serving_model(base)
+def serving_dir(serving_shared_base):
+  return serving_testing.cached_serving_model(serving_shared_base)
 
 
 @pytest.fixture(scope="module")

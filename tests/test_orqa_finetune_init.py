@@ -24,7 +24,6 @@ from orqa import span_scorer
 from orqa import training_utils
 from realm_tf import sample_data
 
-SHARED_BASE = "serving_shared"  # As tests/test_serving.py: one tiny model per session.
 TINY_H, SPAN_S = 128, 16  # The tiny reader's width; the span MLP's (not the default 256).
 
 
@@ -57,10 +56,9 @@ def _args(tiny_dir, model_dir, npz, *extra):
           "--searcher=brute_force", *extra)
 
 
-def test_converted_span_scorer_predicts_without_training(tmp_path, tmp_path_factory,
+def test_converted_span_scorer_predicts_without_training(tmp_path, serving_shared_base,
                                                          monkeypatch):
-  tiny_dir = serving_testing.cached_tiny_model(
-      os.path.join(str(tmp_path_factory.getbasetemp()), SHARED_BASE))
+  tiny_dir = serving_testing.cached_tiny_model(serving_shared_base)
   npz = str(tmp_path / "span_scorer.npz")
   arrays = _write_span_npz(npz, TINY_H, SPAN_S)
   model_dir = str(tmp_path / "orqa")

@@ -149,6 +149,7 @@ mirrored, mirrored_vars = run(mirrored_strategy())
 emit(dict(single=single, mirrored=mirrored,
           max_var_diff=max(float(np.abs(a - b).max())
                            for a, b in zip(single_vars, mirrored_vars)),
+          max_update=max(float(np.abs(a - b).max()) for a, b in zip(single_vars, initial)),
           num_updated=sum(not np.allclose(a, b) for a, b in zip(single_vars, initial)),
           num_vars=len(initial)))
 """)
@@ -157,6 +158,8 @@ emit(dict(single=single, mirrored=mirrored,
   for key in ict_model.SUM_KEYS:
     np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-5, atol=1e-5,
                                err_msg=key)
-  # Same gradient (queries scored against the blocks of both replicas) -> same update.
-  assert result["max_var_diff"] < 1e-5, result
+  # Same gradient (queries scored against the blocks of both replicas) -> same update, up
+  # to float32 summation order (the cross-replica sum adds in another order; 1.7e-5 seen).
+  assert result["max_update"] > 1e-2, result
+  assert result["max_var_diff"] < 1e-4, result
   assert result["num_updated"] >= result["num_vars"] - 2, result  # All but key biases.

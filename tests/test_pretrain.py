@@ -1,13 +1,8 @@
-"""The pre-training job: resume with identical optimizer state; kill, resume and refresh."""
+"""The pre-training job resumes with identical optimizer state (the CLI killed and resumed:
+tests/test_pretrain_kill.py)."""
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from realm_tf.featurization import Featurizer
@@ -20,7 +15,6 @@ from realm_tf import sample_data
 from realm_tf.training import sample_setup
 from realm_tf.training.initial_index import build_initial_embedder_module
 from realm_tf.training.trainer import Trainer, read_best_metric
-from tests.conftest import REPO_ROOT
 
 
 def _trainer(model_dir, corpora, steps):
@@ -69,41 +63,3 @@ def test_resume_restores_step_and_optimizer_slots(tmp_path):
   resumed.train_stream.initial_embedder = resumed.eval_stream.initial_embedder = initial
   resumed.train()
   assert resumed.step == 6
-
-
-@pytest.mark.slow
-def test_pretrain_killed_and_resumed_with_inline_refresh(tmp_path):
-  """The CLI on the sample corpus: SIGKILL mid-run, resume, refreshed indexes used."""
-  model_dir = str(tmp_path / "model")
-  command = [sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
-             "--num_train_steps=36", "--save_checkpoints_steps=6", "--export_steps=12",
-             "--num_eval_steps=2", "--log_every_steps=6", "--candidate_seq_len=96",
-             "--ict_steps=6"]
-  checkpoints = os.path.join(model_dir, "checkpoints")
-  first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-  deadline = time.time() + 600  # the ICT warm start, initial index and step-0 eval come first
-  while time.time() < deadline and first.poll() is None:
-    latest = tf.train.latest_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
-    if latest and int(latest.rsplit("-", 1)[1]) >= 12:
-      break
-    time.sleep(1)
-  assert first.poll() is None, "the first run ended before it could be killed"
-  os.killpg(first.pid, signal.SIGKILL)  # the trainer and its refresh job
-  first.wait()
-  killed_at = int(tf.train.latest_checkpoint(checkpoints).rsplit("-", 1)[1])
-  assert not os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
-
-  second = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=420, check=False)
-  log = second.stdout + second.stderr
-  assert second.returncode == 0, log[-4000:]
-  assert re.search(rf"Resumed from .*ckpt-{killed_at} at step {killed_at}", log)
-  assert "Training done at step 36" in log
-  assert os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
-  assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-36")
-  # The refresh job committed indexes and later examples were retrieved with them.
-  assert os.listdir(os.path.join(model_dir, "export", "encoded"))
-  timestamps = {int(t) for t in re.findall(r"index ts (\d+)", log)}
-  assert any(t > 0 for t in timestamps), timestamps
-  assert "[eval] step 36" in log

@@ -29,12 +29,11 @@ from realm_tf import sample_data
 from realm_tf.tokenization import Tokenizer
 
 NUM_QUESTIONS = 12
-SHARED_BASE = "serving_shared"
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-  return os.path.join(str(tmp_path_factory.getbasetemp()), SHARED_BASE)
+def base_dir(serving_shared_base):
+  return serving_shared_base
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,8 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
                        featurizer: Featurizer, export_timestamp: int, seed,
                        shuffle: bool, retrieval_batch_size: int = 64,
                        sample_shards: int = 0,
-                       search_fn: Optional[examples.SearchFn] = None) -> tf.data.Dataset:
+                       search_fn: Optional[examples.SearchFn] = None,
+                       masked_queries: Optional[tf.data.Dataset] = None) -> tf.data.Dataset:
   """Batches of examples and statuses for one pass over `pretrain_paths`.
 
   Args:
@@ -85,12 +86,16 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
       (`queries.query_dataset`); 0 reads them all.
     search_fn: a searcher (e.g. the export's ScaNN searcher) used instead of the in-graph
       exact search; it captures resources, so the dataset then runs in-process only.
+    masked_queries: `queries.query_dataset` of these arguments, if already built. It does
+      not depend on the index, so a stream builds it once and reuses it for every
+      generation (tracing it costs as much as the rest of the pipeline).
 
   Returns:
     Dataset of dicts {features: [b, ...], status: [b]}; see `keep_valid_examples`.
   """
-  masked = queries.query_dataset(pretrain_paths, featurizer, retrieval_batch_size, seed,
-                                 shuffle, sample_shards=sample_shards)
+  masked = masked_queries or queries.query_dataset(
+      pretrain_paths, featurizer, retrieval_batch_size, seed, shuffle,
+      sample_shards=sample_shards)
   index = tf.data.Dataset.zip((
       tf.data.Dataset.from_tensors(block_emb_path).map(restore_block_emb),
       _corpus_element(retrieval_paths))).cache().repeat()

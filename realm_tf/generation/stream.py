@@ -134,6 +134,7 @@ class ExampleStream:
     self.passes = 0
     self.current: Optional[Generation] = None
     self._dataset: Optional[tf.data.Dataset] = None
+    self._masked_queries: Optional[tf.data.Dataset] = None  # built by the first pass
 
   def index(self) -> Generation:
     """The index examples are being retrieved from: that of the current pass, or the
@@ -164,12 +165,17 @@ class ExampleStream:
     if self.searcher == "scann" and latest.export_timestamp > 0:
       saved = encoded_export.load_searcher(os.path.dirname(latest.embedder_path), "scann")
       search_fn = lambda q: saved.search(q, k=self.featurizer.num_candidates)[0]  # pylint: disable=g-long-lambda
+    if self._masked_queries is None:
+      # Index-independent; unseeded (training) draws fresh spans on every iteration.
+      self._masked_queries = queries.query_dataset(
+          self.pretrain_paths, self.featurizer, self.retrieval_batch_size, seed,
+          shuffle=self.training, sample_shards=sample_shards)
     batches = pipeline.generation_dataset(
         self.pretrain_paths, self.retrieval_paths, latest.block_emb_path,
         pipeline.frozen_query_embedder(latest.embedder_path), self.featurizer,
         latest.export_timestamp, seed, shuffle=self.training,
         retrieval_batch_size=self.retrieval_batch_size, sample_shards=sample_shards,
-        search_fn=search_fn)
+        search_fn=search_fn, masked_queries=self._masked_queries)
     if self.data_service:
       service = tf.data.experimental.service
       batches = batches.apply(service.distribute(
