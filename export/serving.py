@@ -60,6 +60,7 @@ from orqa import predict
 from orqa import training_utils
 from realm_tf import cli
 from realm_tf import errors
+from realm_tf import tf_hub_modules
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
@@ -359,8 +360,9 @@ def save(module: ServingModule, output_dir: str, overwrite: bool = False,
     raise ServingError(f"{output_dir} exists; pass --overwrite to replace it.")
   staging = export_dirs.temp_dir_for(output_dir)
   try:
-    signature = module.serve.get_concrete_function()
-    tf.saved_model.save(module, staging, signatures={SIGNATURE_KEY: signature})
+    # The tf.function, not a concrete function traced here: saving traces again whatever
+    # was traced outside it (the whole retrieve-and-read graph, about a third of the time).
+    tf_hub_modules.save_without_layer_traces(module, staging, {SIGNATURE_KEY: module.serve})
     config = dict(signature=SIGNATURE_KEY, outputs=list(OUTPUT_KEYS),
                   top_k=module.top_k, beam=module.beam,
                   searcher=module.index.searcher_type, num_blocks=module.index.num_blocks,

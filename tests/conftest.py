@@ -18,8 +18,9 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "eiffel", "to
 
 def pytest_collection_modifyitems(items):
   """Files with end-to-end (`slow`) tests run first: pytest-xdist hands out whole files
-  (`--dist loadfile`) in collection order, so the long ones start early instead of
-  leaving one worker busy alone at the end."""
+  (`--dist loadfile`) in collection order (`--no-loadscope-reorder`; by default it starts
+  with the files of most tests), so the long ones start early instead of leaving one worker
+  busy alone at the end."""
   slow_files = {item.path for item in items if item.get_closest_marker("slow")}
   items.sort(key=lambda item: item.path not in slow_files)  # stable: order kept within
 
