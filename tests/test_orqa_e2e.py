@@ -3,7 +3,7 @@ evaluate. Fine-tuning must lift exact match clearly above the untrained model's.
 
 Honest scope: a tiny BERT (L2/H128) trained from scratch on the sample passages cannot learn
 open-domain QA that generalizes in two minutes of CPU, so the QA pairs used for
-fine-tuning are also the ones evaluated (the first 32 of the sample's 185): the test shows
+fine-tuning are also the ones evaluated (the first 32 of `qa_train.jsonl`): the test shows
 that retrieval (question tower against the frozen ICT index) and reading (span scorer)
 learn through the whole pipeline, not generalization. To fit the suite's time budget the
 corpus is 128 of the sample's passages: every passage that contains one of the questions'
