@@ -93,9 +93,10 @@ def generation_dataset(pretrain_paths: Sequence[str], retrieval_paths: Sequence[
   Returns:
     Dataset of dicts {features: [b, ...], status: [b]}; see `keep_valid_examples`.
   """
-  masked = masked_queries or queries.query_dataset(
-      pretrain_paths, featurizer, retrieval_batch_size, seed, shuffle,
-      sample_shards=sample_shards)
+  masked = masked_queries
+  if masked is None:
+    masked = queries.query_dataset(pretrain_paths, featurizer, retrieval_batch_size, seed,
+                                   shuffle, sample_shards=sample_shards)
   index = tf.data.Dataset.zip((
       tf.data.Dataset.from_tensors(block_emb_path).map(restore_block_emb),
       _corpus_element(retrieval_paths))).cache().repeat()
