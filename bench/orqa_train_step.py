@@ -32,8 +32,9 @@ import tensorflow as tf  # noqa: E402
 
 import step_bench  # noqa: E402
 from realm_tf import tf_hub_modules as tf_hub  # noqa: E402
-from orqa import finetune_lib, modules, orqa_model, training_utils  # noqa: E402
+from orqa import finetune_lib, modules, orqa_model  # noqa: E402
 from realm_tf.modeling import flops as flops_lib  # noqa: E402
+from realm_tf.modeling import optimizer as optimizer_lib  # noqa: E402
 from realm_tf.modeling import precision as precision_lib  # noqa: E402
 from realm_tf.modeling.config import BertConfig  # noqa: E402
 from realm_tf.modeling.embedder import ProjectedEmbedder  # noqa: E402
@@ -102,7 +103,7 @@ def build(args, corpus, work_dir):
         preset=preset, vocab_path=corpus["vocab_path"]))
     model = orqa_model.OrqaModel(tower, retriever_tokenizer, reader, reader_tokenizer,
                                  index, config, name="orqa").build_variables()
-  optimizer = training_utils.create_optimizer(1e-5, 1000)
+  optimizer = optimizer_lib.bert_adamw(1e-5, 1000)
   step = finetune_lib.make_train_step(model, optimizer, args["batch_size"], strategy)
   return model, optimizer, step, questions(args["batch_size"]), config, bert
 

@@ -17,6 +17,7 @@ import tf_keras
 
 from realm_tf import tf_hub_modules as tf_hub
 from orqa import finetune_lib
+from orqa import finetune_training
 from orqa import jsonl_io
 from orqa import modules
 from orqa import training_utils
@@ -71,8 +72,7 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
       tf.train.Checkpoint(model=model),
       os.path.join(model_dir, training_utils.CHECKPOINT_DIR), max_to_keep=1)
   manager.save(checkpoint_number=0)
-  training_utils.write_params(model_dir, dict(model=params.__dict__,
-                                              refresh_index_every_steps=0))
+  finetune_training.FinetuneConfig(model=params).save(model_dir)
   return model_dir
 
 

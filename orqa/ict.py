@@ -40,13 +40,13 @@ import tensorflow as tf
 import tf_keras
 
 from orqa import modules
-from orqa import training_utils
 from realm_tf import cli
 from realm_tf import refresh
 from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.ict import training as ict_training
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
+from realm_tf.training import strategies
 
 EXPORT_PREFIX = "tf_hub"
 MODULE_NAME = "embedder"
@@ -92,7 +92,7 @@ def define_flags():
   flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint (and eval) period.")
   flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
   flags.DEFINE_integer("seed", 0, "Seed of the initialization and the data.")
-  flags.DEFINE_enum("strategy", "default", list(training_utils.STRATEGIES),
+  flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                     "tf.distribute strategy.")
   flags.DEFINE_integer("exports_to_keep", 1, "tf_hub exports kept (the original: 1).")
   flags.DEFINE_boolean("encode", False,
@@ -194,7 +194,7 @@ def main(argv):
     raise app.UsageError("--encode needs --retrieval_corpus.")
   start = time.monotonic()
   tf_keras.utils.set_random_seed(FLAGS.seed)
-  strategy = training_utils.make_strategy(FLAGS.strategy)
+  strategy = strategies.make_strategy(FLAGS.strategy)
   _, tokenizer = train(strategy)
   if FLAGS.encode:
     encode_export(FLAGS.model_dir, FLAGS.retrieval_corpus, tokenizer, FLAGS.block_seq_len,

@@ -39,6 +39,7 @@ from orqa import training_utils
 from realm_tf import cli
 from realm_tf import errors
 from realm_tf.retrieval import export_dirs
+from realm_tf.training import strategies
 
 FLAGS = flags.FLAGS
 
@@ -57,7 +58,7 @@ def define_flags():
   flags.DEFINE_boolean("write_retrieved_texts", False, "Also write the retrieved texts.")
   flags.DEFINE_boolean("print_prediction_samples", True,
                        "Log predictions at power-of-two indexes.")
-  flags.DEFINE_enum("strategy", "default", list(training_utils.STRATEGIES),
+  flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
                     "tf.distribute strategy.")
   flags.mark_flags_as_required(["model_dir", "dataset_path", "predictions_path"])
 
@@ -189,7 +190,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   predict(FLAGS.model_dir, FLAGS.dataset_path, FLAGS.predictions_path, FLAGS.batch_size,
           FLAGS.num_retrieved, FLAGS.write_retrieved_texts, FLAGS.checkpoint_path,
-          training_utils.make_strategy(FLAGS.strategy), FLAGS.print_prediction_samples)
+          strategies.make_strategy(FLAGS.strategy), FLAGS.print_prediction_samples)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tensorflow as tf
 from realm_tf.ict import dataset as ict_dataset
 from realm_tf.ict import model as ict_model
 from realm_tf.modeling.config import default_num_warmup_steps
-from realm_tf.modeling.optimizer import BertAdamWeightDecay, BertLearningRateSchedule
+from realm_tf.modeling.optimizer import bert_adamw
 from realm_tf.retrieval import answer_recall
 from realm_tf.tokenization import Tokenizer
 from realm_tf.training import eval_results
@@ -162,13 +162,6 @@ class IctRunner(orbit.StandardTrainer, orbit.StandardEvaluator):
     return metrics
 
 
-def create_optimizer(learning_rate: float, num_train_steps: int,
-                     num_warmup_steps: int) -> BertAdamWeightDecay:
-  """BERT AdamW with linear warmup and decay (language/bert/optimization.py)."""
-  return BertAdamWeightDecay(learning_rate=BertLearningRateSchedule(
-      learning_rate, num_train_steps, num_warmup_steps))
-
-
 def _distribute(strategy, dataset_fn):
   return strategy.distribute_datasets_from_function(lambda _: dataset_fn())
 
@@ -205,8 +198,7 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
                        f"{replicas} replicas.")
   config.save(model_dir)
   with strategy.scope():
-    optimizer = create_optimizer(config.learning_rate, config.num_train_steps,
-                                 config.warmup_steps)
+    optimizer = bert_adamw(config.learning_rate, config.num_train_steps, config.warmup_steps)
     optimizer.build(embedder.trainable_variables)  # slots exist before a restore
   checkpoint = tf.train.Checkpoint(embedder=embedder, optimizer=optimizer)
   manager = tf.train.CheckpointManager(

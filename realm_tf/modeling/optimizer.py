@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
-from realm_tf.modeling.config import RealmConfig
+from realm_tf.modeling.config import RealmConfig, default_num_warmup_steps
 
 DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY = ("LayerNorm", "layer_norm", "bias")
 
@@ -147,12 +147,23 @@ class BertAdamWeightDecay(tf_keras.optimizers.Optimizer):
     return config
 
 
+def bert_adamw(learning_rate: float, num_train_steps: int,
+               num_warmup_steps: Optional[int] = None, **kwargs) -> BertAdamWeightDecay:
+  """BERT's AdamW: lr warmed up over `num_warmup_steps` (None: the original's
+  `min(10000, max(100, T // 10))`), then decayed linearly to 0 at `num_train_steps`.
+
+  The one optimizer builder of REALM pre-training, ICT and ORQA fine-tuning; `kwargs` go to
+  `BertAdamWeightDecay` (betas, epsilon, weight decay, clipping).
+  """
+  if num_warmup_steps is None:
+    num_warmup_steps = default_num_warmup_steps(num_train_steps)
+  schedule = BertLearningRateSchedule(learning_rate, num_train_steps, num_warmup_steps)
+  return BertAdamWeightDecay(learning_rate=schedule, **kwargs)
+
+
 def create_optimizer(config: RealmConfig, jit_compile: bool = False) -> BertAdamWeightDecay:
   """The trainer's optimizer from a `RealmConfig` (learning_rate, num_train_steps, ...)."""
-  schedule = BertLearningRateSchedule(config.learning_rate, config.num_train_steps,
-                                      config.warmup_steps)
-  return BertAdamWeightDecay(learning_rate=schedule, beta_1=config.adam_beta_1,
-                             beta_2=config.adam_beta_2, epsilon=config.adam_epsilon,
-                             weight_decay_rate=config.weight_decay_rate,
-                             global_clipnorm=config.clip_norm or None,
-                             jit_compile=jit_compile)
+  return bert_adamw(config.learning_rate, config.num_train_steps, config.warmup_steps,
+                    beta_1=config.adam_beta_1, beta_2=config.adam_beta_2,
+                    epsilon=config.adam_epsilon, weight_decay_rate=config.weight_decay_rate,
+                    global_clipnorm=config.clip_norm or None, jit_compile=jit_compile)
