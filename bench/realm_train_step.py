@@ -36,7 +36,8 @@ import step_bench  # noqa: E402
 from realm_tf.modeling import flops as flops_lib  # noqa: E402
 from realm_tf.modeling import optimizer as optimizer_lib  # noqa: E402
 from realm_tf.modeling import precision as precision_lib  # noqa: E402
-from realm_tf.modeling import testing_utils, training  # noqa: E402
+from realm_tf.modeling import training  # noqa: E402
+from tests import modeling_testing  # noqa: E402
 from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling.realm_model import RealmModel  # noqa: E402
 
@@ -65,7 +66,7 @@ def build_step(config: RealmConfig, seed: int = 0):
   step = training.make_train_step(model, optimizer,
                                   jit_compile=precision_lib.resolve_jit_compile(
                                       config.jit_compile))
-  features = testing_utils.random_features(config, config.batch_size, seed=seed)
+  features = modeling_testing.random_features(config, config.batch_size, seed=seed)
   return model, optimizer, step, features
 
 

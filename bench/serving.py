@@ -3,7 +3,7 @@ r"""Serving SavedModel benchmark: size, load time, p50/p95 latency at batch 1 an
   python bench/serving.py [--finetuned_model=<model_dir>] [--work_dir=/tmp/serving_bench] \
       [--searchers=brute_force,scann] [--iterations=20]
 
-Without --finetuned_model, the tiny sample-corpus model of `export.serving_testing` is
+Without --finetuned_model, the tiny sample-corpus model of `tests/serving_testing.py` is
 built (the sample corpus; tiny BERTs, reader_seq_len 128, 3 blocks read). Each searcher's
 export is loaded in a fresh process (`import tensorflow_text`, `scann`), warmed up, then
 timed on sample questions. Prints one JSON object.
@@ -69,7 +69,7 @@ def _size(path):
 def main(argv):
   del argv
   from export import serving  # pylint: disable=g-import-not-at-top
-  from export import serving_testing  # pylint: disable=g-import-not-at-top
+  from tests import serving_testing  # pylint: disable=g-import-not-at-top
   from orqa import jsonl_io  # pylint: disable=g-import-not-at-top
   from realm_tf import sample_data  # pylint: disable=g-import-not-at-top
   os.makedirs(FLAGS.work_dir, exist_ok=True)

@@ -38,7 +38,7 @@ def serving_shared_base(tmp_path_factory):
   """Folder of the tiny serving model that several test files share (built once).
 
   Under pytest-xdist every worker has its own base temp folder; their common parent makes
-  the workers share one build too (`export.serving_testing` builds under a file lock).
+  the workers share one build too (`tests/serving_testing.py` builds under a file lock).
   """
   base = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -30,7 +30,7 @@ from realm_tf.generation import stream
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import encoded_export
-from realm_tf.retrieval import testing_utils
+from tests import retrieval_testing
 from realm_tf.tokenization import Tokenizer
 from realm_tf.training import corpora
 from tests.conftest import REPO_ROOT, TINY_VOCAB
@@ -131,7 +131,7 @@ def _reordered(tmp_path, tiny_corpus, tiny_vocab_path):
 def test_refresh_records_the_corpus_and_stale_indexes_are_skipped(tmp_path, tiny_corpus,
                                                                   tiny_vocab_path):
   model_dir = _model_dir(tmp_path, tiny_vocab_path)
-  testing_utils.write_tf_hub_export(model_dir, 100, step=1, vocab_size=len(TINY_VOCAB))
+  retrieval_testing.write_tf_hub_export(model_dir, 100, step=1, vocab_size=len(TINY_VOCAB))
   refresher = _refresher(model_dir, tiny_corpus)
   (encoded,) = refresher.run(once=True)
   index_dir = os.path.dirname(encoded_export.block_emb_prefix(encoded))
@@ -162,7 +162,7 @@ def test_refresh_records_the_corpus_and_stale_indexes_are_skipped(tmp_path, tiny
 def test_pretraining_re_embeds_its_initial_index_for_a_changed_corpus(tmp_path, tiny_corpus,
                                                                       tiny_vocab_path):
   from realm_tf.featurization import Featurizer  # pylint: disable=g-import-not-at-top
-  from realm_tf.modeling import testing_utils as model_testing  # pylint: disable=g-import-not-at-top
+  from tests import modeling_testing as model_testing  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.config import BertConfig  # pylint: disable=g-import-not-at-top
   from realm_tf.modeling.realm_model import RealmModel  # pylint: disable=g-import-not-at-top
   from realm_tf.training import initial_index  # pylint: disable=g-import-not-at-top
@@ -199,7 +199,7 @@ def _write_records(path, records):
 
 
 def _block(title_ids, body_ids, index, with_body=True):
-  example = tf.train.Example.FromString(testing_utils.block_example(title_ids, body_ids,
+  example = tf.train.Example.FromString(retrieval_testing.block_example(title_ids, body_ids,
                                                                    index))
   if not with_body:
     del example.features.feature["body_token_ids"]
@@ -220,7 +220,7 @@ def test_refresh_names_the_shard_and_record_of_a_bad_block(tmp_path, tiny_vocab_
   _write_records(str(corpus / "z-00000-of-00002"), good)
   second = _write_records(str(corpus / "z-00001-of-00002"), good[:2] + [bad] + good[2:])
   model_dir = _model_dir(tmp_path, tiny_vocab_path)
-  testing_utils.write_tf_hub_export(model_dir, 100, step=1, vocab_size=len(TINY_VOCAB))
+  retrieval_testing.write_tf_hub_export(model_dir, 100, step=1, vocab_size=len(TINY_VOCAB))
   refresher = _refresher(model_dir, str(corpus / "z-*"))
   with pytest.raises(errors.InputFileError, match=reason) as info:
     refresher.run(once=True)
@@ -242,8 +242,8 @@ def test_truncated_shards_are_named_before_training(tmp_path, tiny_corpus, tiny_
     corpora.open_corpora(pretrain, tiny_corpus, tiny_vocab_path)
   assert info.value.path == shards[2]
   # Shards without a manifest are read through once: a truncated one is named too.
-  blocks = testing_utils.random_blocks(30, len(TINY_VOCAB), seed=3, max_len=40)
-  paths = testing_utils.write_shards(str(tmp_path / "ext" / "z"), blocks, [15, 15])
+  blocks = retrieval_testing.random_blocks(30, len(TINY_VOCAB), seed=3, max_len=40)
+  paths = retrieval_testing.write_shards(str(tmp_path / "ext" / "z"), blocks, [15, 15])
   data = open(paths[1], "rb").read()
   with open(paths[1], "wb") as f:
     f.write(data[:-30])

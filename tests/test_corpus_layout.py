@@ -18,7 +18,7 @@ from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import manifest as manifest_lib
 from realm_tf.retrieval import corpus_reader
-from realm_tf.retrieval import testing_utils
+from tests import retrieval_testing
 from tests.conftest import REPO_ROOT
 
 
@@ -77,8 +77,8 @@ def test_every_spelling_of_a_corpus_path_follows_the_manifest(built):
 def test_unmanaged_shards_and_the_unversioned_layout_are_still_read(tmp_path, built,
                                                                    tiny_vocab_path):
   # Shards of other tools, without a manifest: a plain glob.
-  blocks = testing_utils.random_blocks(5, 20, seed=1)
-  paths = testing_utils.write_shards(str(tmp_path / "ext" / "z.tfr"), blocks, [3, 2])
+  blocks = retrieval_testing.random_blocks(5, 20, seed=1)
+  paths = retrieval_testing.write_shards(str(tmp_path / "ext" / "z.tfr"), blocks, [3, 2])
   assert manifest_lib.resolve(str(tmp_path / "ext" / "z.tfr-*")).shard_paths == paths
   # The unversioned layout (shards beside a manifest without "directory") still reads,
   # and a rebuild migrates it: the new build replaces the flat shards.

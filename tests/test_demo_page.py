@@ -1,7 +1,7 @@
 """orqa.demo: the JSON API and the page in headless Chromium.
 
 The server runs in this process on a free loopback port over the tiny serving model of
-`export.serving_testing` (untrained: the "expected answer" of a sample question is what
+`tests/serving_testing.py` (untrained: the "expected answer" of a sample question is what
 the SavedModel answers). The browser test needs the Debian packages `chromium` and
 `chromium-driver` (`/usr/bin/chromium`, `/usr/bin/chromedriver`) and `selenium`; it is
 skipped, saying so, where they are absent.
@@ -22,7 +22,7 @@ import orqa  # pylint: disable=unused-import
 import tensorflow as tf
 
 from export import serving
-from export import serving_testing
+from tests import serving_testing
 from orqa import demo
 from orqa import jsonl_io
 from realm_tf import sample_data

@@ -12,7 +12,7 @@ from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.featurization import Featurizer
 from realm_tf.ict import examples as ict_examples
 from realm_tf.ict import training as ict_training
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.retrieval import answer_recall
 from realm_tf.retrieval import corpus_embedding
@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
 
 
 def _job(tokenizer, retrieval_paths, seed=0):
-  config = testing_utils.tiny_bert_config(vocab_size=tokenizer.vocab_size, hidden_size=32,
+  config = modeling_testing.tiny_bert_config(vocab_size=tokenizer.vocab_size, hidden_size=32,
                                           hidden_dropout_prob=0.0,
                                           attention_probs_dropout_prob=0.0)
   tf.keras.utils.set_random_seed(seed)

@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.modeling import optimizer as optimizer_lib
-from realm_tf.modeling import testing_utils, training
+from realm_tf.modeling import training
+from tests import modeling_testing
 from realm_tf.modeling.realm_model import RealmModel
 
 
@@ -27,9 +28,9 @@ def _is_reader_pooler(name):
 
 
 def test_gradients_reach_every_used_variable_of_both_towers_and_reader():
-  config = testing_utils.tiny_realm_config(share_embedders=False)
+  config = modeling_testing.tiny_realm_config(share_embedders=False)
   model = RealmModel(config)
-  features = testing_utils.random_features(config, 3, seed=0)
+  features = modeling_testing.random_features(config, 3, seed=0)
   grads, variables = _grads(model, features)
   towers = {"query_embedder": model.query_embedder, "embedder": model.document_embedder,
             "bert": model.reader}
@@ -44,10 +45,10 @@ def test_gradients_reach_every_used_variable_of_both_towers_and_reader():
 
 
 def test_shared_towers_get_gradients_from_queries_and_documents():
-  config = testing_utils.tiny_realm_config()
+  config = modeling_testing.tiny_realm_config()
   model = RealmModel(config)
   assert model.query_embedder is model.document_embedder
-  features = testing_utils.random_features(config, 3, seed=1)
+  features = modeling_testing.random_features(config, 3, seed=1)
   both, _ = _grads(model, features, training=False)
   model.train_document_tower = False
   query_only, _ = _grads(model, features, training=False)
@@ -58,9 +59,9 @@ def test_shared_towers_get_gradients_from_queries_and_documents():
 
 
 def test_frozen_document_tower_gets_no_gradient_and_no_update():
-  config = testing_utils.tiny_realm_config(share_embedders=False)
+  config = modeling_testing.tiny_realm_config(share_embedders=False)
   model = RealmModel(config, train_document_tower=False)
-  features = testing_utils.random_features(config, 3, seed=2)
+  features = modeling_testing.random_features(config, 3, seed=2)
   with tf.GradientTape() as tape:
     loss = model(features, training=True)["loss"]
   doc_vars = model.document_embedder.trainable_variables

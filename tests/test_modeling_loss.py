@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.realm_model import (RealmModel, gold_log_probs_from_logits,
                                            off_policy_delay_mins, realm_objective)
 
@@ -95,14 +95,14 @@ def test_off_policy_delay():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-  config = testing_utils.tiny_realm_config()
+  config = modeling_testing.tiny_realm_config()
   tf.random.set_seed(1)
   return RealmModel(config)
 
 
 def test_model_loss_matches_numpy_on_its_scores_and_logits(tiny_model):
   config = tiny_model.config
-  features = testing_utils.random_features(config, 4, seed=5,
+  features = modeling_testing.random_features(config, 4, seed=5,
                                            num_masks=np.array([2, 1, 0, 2]))
   out = tiny_model(features, training=False, return_logits=True)
   assert out["retrieval_scores"].shape == [4, config.num_candidates]
@@ -127,14 +127,14 @@ def test_model_loss_matches_numpy_on_its_scores_and_logits(tiny_model):
 
 
 def test_null_document_gets_a_model_score(tiny_model):
-  features = testing_utils.random_features(tiny_model.config, 4, seed=6)
+  features = modeling_testing.random_features(tiny_model.config, 4, seed=6)
   out = tiny_model(features, training=False)
   null_scores = out["retrieval_scores"][:, 0].numpy()
   # Candidate 0 is the null document [CLS] [SEP] [SEP] in every example ...
   null_ids = features["candidate_inputs"].token_ids[:, 0].numpy()
   assert (null_ids == null_ids[0]).all()
-  assert list(null_ids[0][:3]) == [testing_utils.CLS_ID, testing_utils.SEP_ID,
-                                   testing_utils.SEP_ID]
+  assert list(null_ids[0][:3]) == [modeling_testing.CLS_ID, modeling_testing.SEP_ID,
+                                   modeling_testing.SEP_ID]
   # ... scored by the model: the same document embedding against different queries.
   assert np.ptp(null_scores) > 1e-4
   assert np.all(null_scores != 0.0)
@@ -143,7 +143,7 @@ def test_null_document_gets_a_model_score(tiny_model):
 
 
 def test_dropout_only_in_training(tiny_model):
-  features = testing_utils.random_features(tiny_model.config, 2, seed=7)
+  features = modeling_testing.random_features(tiny_model.config, 2, seed=7)
   a = tiny_model(features, training=False)["loss"]
   b = tiny_model(features, training=False)["loss"]
   c = tiny_model(features, training=True)["loss"]

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.config import PRESETS, BertConfig, RealmConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.modeling.reader import KnowledgeAugmentedEncoder
@@ -62,8 +62,8 @@ def _assert_same_outputs(a, b):
 
 @pytest.mark.parametrize("share", [True, False])
 def test_realm_model_get_config_and_checkpoint_round_trip(tmp_path, share):
-  config = testing_utils.tiny_realm_config(share_embedders=share)
-  features = testing_utils.random_features(config, 2, seed=0)
+  config = modeling_testing.tiny_realm_config(share_embedders=share)
+  features = modeling_testing.random_features(config, 2, seed=0)
   model = RealmModel(config).build_variables()
   ref = model(features, training=False, now=tf.constant(1.8e9, tf.float64))
   assert (model.query_embedder is model.document_embedder) == share
@@ -83,7 +83,7 @@ def test_realm_model_get_config_and_checkpoint_round_trip(tmp_path, share):
 
 
 def test_embedder_and_reader_round_trip(tmp_path):
-  bert = testing_utils.tiny_bert_config()
+  bert = modeling_testing.tiny_bert_config()
   inputs = dict(input_word_ids=tf.constant([[2, 7, 8, 3, 0]]),
                 input_mask=tf.constant([[1, 1, 1, 1, 0]]),
                 input_type_ids=tf.zeros([1, 5], tf.int32))
@@ -116,7 +116,7 @@ def test_embedder_and_reader_round_trip(tmp_path):
 
 def test_embedder_matches_spec_layers():
   """pooled -> Dense(D) -> LayerNorm(1e-3) (no dropout at inference)."""
-  bert = testing_utils.tiny_bert_config()
+  bert = modeling_testing.tiny_bert_config()
   embedder = ProjectedEmbedder(bert, projection_size=16)
   inputs = dict(input_word_ids=tf.constant([[2, 9, 3]]), input_mask=tf.ones([1, 3], tf.int32),
                 input_type_ids=tf.zeros([1, 3], tf.int32))
@@ -131,8 +131,8 @@ def test_embedder_matches_spec_layers():
 
 
 def test_mixed_bfloat16_policy():
-  config = testing_utils.tiny_realm_config()
-  features = testing_utils.random_features(config, 2, seed=1)
+  config = modeling_testing.tiny_realm_config()
+  features = modeling_testing.random_features(config, 2, seed=1)
   tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
   try:
     model = RealmModel(config)

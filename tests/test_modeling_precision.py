@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from realm_tf.modeling import attention, encoders, precision, testing_utils
+from realm_tf.modeling import attention, encoders, precision
+from tests import modeling_testing
 from realm_tf.modeling import optimizer as optimizer_lib
 from realm_tf.modeling.realm_model import RealmModel
 
@@ -63,7 +64,7 @@ def test_policy_scope_sets_and_restores_the_global_policy():
 
 
 def _model(prec, weights=None):
-  config = testing_utils.tiny_realm_config()
+  config = modeling_testing.tiny_realm_config()
   with precision.policy_scope(prec):
     model = RealmModel(config).build_variables()
   if weights is not None:
@@ -78,7 +79,7 @@ def test_mixed_bfloat16_matches_float32_on_a_tiny_model():
   model16, _ = _model("mixed_bfloat16", weights)
   assert model16.reader.encoder.transformer_layers[0].compute_dtype == "bfloat16"
   assert all(v.dtype == tf.float32 for v in model16.weights)  # float32 master weights
-  features = testing_utils.random_features(config, 3, seed=0)
+  features = modeling_testing.random_features(config, 3, seed=0)
   out32 = model32(features, training=False)
   out16 = model16(features, training=False)
   for key in ("loss", "gold_log_probs", "retrieval_scores"):
@@ -106,7 +107,7 @@ def test_mixed_bfloat16_matches_float32_on_a_tiny_model():
 
 
 def test_fast_attention_equals_keras_attention():
-  config = testing_utils.tiny_bert_config(hidden_dropout_prob=0.0,
+  config = modeling_testing.tiny_bert_config(hidden_dropout_prob=0.0,
                                           attention_probs_dropout_prob=0.0)
   inputs = encoders.dummy_inputs(batch_size=2, seq_len=7)
   inputs["input_word_ids"] = tf.constant(
@@ -132,7 +133,7 @@ def test_fast_attention_equals_keras_attention():
     np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(),
                                tf.convert_to_tensor(a).numpy(), atol=1e-4, rtol=1e-4)
   # The models install it on every block.
-  model = RealmModel(testing_utils.tiny_realm_config())
+  model = RealmModel(modeling_testing.tiny_realm_config())
   for encoder in (model.reader.encoder, model.document_embedder.encoder):
     assert all(block._attention_layer._realm_fast_attention  # pylint: disable=protected-access
                for block in encoder.transformer_layers)

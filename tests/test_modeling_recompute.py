@@ -11,7 +11,8 @@ from official.nlp.modeling import layers as nlp_layers
 
 import tf_keras
 
-from realm_tf.modeling import encoders, recompute, testing_utils, training
+from realm_tf.modeling import encoders, recompute, training
+from tests import modeling_testing
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.realm_model import RealmModel
 
@@ -19,7 +20,7 @@ TOLERANCE = 1e-6
 
 
 def _encoder_and_inputs(dropout=0.3):
-  config = testing_utils.tiny_bert_config(hidden_dropout_prob=dropout,
+  config = modeling_testing.tiny_bert_config(hidden_dropout_prob=dropout,
                                           attention_probs_dropout_prob=dropout)
   encoder = encoders.build_bert_encoder(config)
   ids = np.random.default_rng(0).integers(5, config.vocab_size, size=[3, 10])
@@ -88,13 +89,13 @@ def test_each_block_runs_again_in_the_backward_pass():
 
 
 def test_realm_model_gradients_with_and_without_recomputation():
-  base = testing_utils.tiny_realm_config(
-      bert=testing_utils.tiny_bert_config(hidden_dropout_prob=0.0,
+  base = modeling_testing.tiny_realm_config(
+      bert=modeling_testing.tiny_bert_config(hidden_dropout_prob=0.0,
                                           attention_probs_dropout_prob=0.0),
-      embedder=testing_utils.tiny_bert_config(hidden_dropout_prob=0.0,
+      embedder=modeling_testing.tiny_bert_config(hidden_dropout_prob=0.0,
                                               attention_probs_dropout_prob=0.0),
       embedder_dropout_rate=0.0)
-  features = testing_utils.random_features(base, 3, seed=0)
+  features = modeling_testing.random_features(base, 3, seed=0)
   results = {}
   weights = None
   for recompute_on in (False, True):
@@ -118,11 +119,11 @@ def test_realm_model_gradients_with_and_without_recomputation():
 
 
 def test_micro_batches_give_the_whole_batch_update():
-  no_dropout = testing_utils.tiny_bert_config(hidden_dropout_prob=0.0,
+  no_dropout = modeling_testing.tiny_bert_config(hidden_dropout_prob=0.0,
                                               attention_probs_dropout_prob=0.0)
-  config = testing_utils.tiny_realm_config(bert=no_dropout, embedder=no_dropout,
+  config = modeling_testing.tiny_realm_config(bert=no_dropout, embedder=no_dropout,
                                            embedder_dropout_rate=0.0, batch_size=4)
-  features = testing_utils.random_features(config, 4, seed=3)
+  features = modeling_testing.random_features(config, 4, seed=3)
   tf.random.set_seed(0)
   weights = RealmModel(config).build_variables().get_weights()
   results = []
@@ -146,7 +147,7 @@ def test_micro_batches_give_the_whole_batch_update():
 
 
 def test_config_round_trip_and_keras_config():
-  config = testing_utils.tiny_realm_config(recompute_activations=True,
+  config = modeling_testing.tiny_realm_config(recompute_activations=True,
                                            precision="mixed_bfloat16", jit_compile=False)
   again = RealmConfig.from_json(config.to_json())
   assert again.recompute_activations and again.precision == "mixed_bfloat16"
@@ -155,4 +156,4 @@ def test_config_round_trip_and_keras_config():
   assert model.reader.get_config()["recompute_activations"] is True
   assert model.document_embedder.get_config()["recompute_activations"] is True
   with pytest.raises(ValueError, match="precision"):
-    testing_utils.tiny_realm_config(precision="float16")
+    modeling_testing.tiny_realm_config(precision="float16")

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import tensorflow as tf
 from realm_tf.modeling import optimizer as optimizer_lib
-from realm_tf.modeling import testing_utils, training
+from realm_tf.modeling import training
+from tests import modeling_testing
 from realm_tf.modeling.realm_model import RealmModel
 
 no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -41,16 +42,16 @@ def run(strategy, config, initial, batches):
 strategy = mirrored_strategy()
 out = dict(replicas=strategy.num_replicas_in_sync)
 for share in (True, False):
-  config = testing_utils.tiny_realm_config(
-      bert=testing_utils.tiny_bert_config(**no_dropout),
-      embedder=testing_utils.tiny_bert_config(**no_dropout),
+  config = modeling_testing.tiny_realm_config(
+      bert=modeling_testing.tiny_bert_config(**no_dropout),
+      embedder=modeling_testing.tiny_bert_config(**no_dropout),
       embedder_dropout_rate=0.0, num_warmup_steps=1, learning_rate=1e-3,
       share_embedders=share)
   # The replicas' halves hold different numbers of masks: per-replica means would differ.
   ts = np.array([0, 1_700_000_000, 1_700_000_000, 0])
-  batches = [testing_utils.random_features(config, 4, seed=3, num_masks=np.array([2, 2, 1, 0]),
+  batches = [modeling_testing.random_features(config, 4, seed=3, num_masks=np.array([2, 2, 1, 0]),
                                            export_timestamp=ts),
-             testing_utils.random_features(config, 4, seed=4, num_masks=np.array([0, 1, 2, 2]),
+             modeling_testing.random_features(config, 4, seed=4, num_masks=np.array([0, 1, 2, 2]),
                                            export_timestamp=ts)]
   tf.random.set_seed(0)
   initial = RealmModel(config).build_variables().get_weights()

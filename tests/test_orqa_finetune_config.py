@@ -15,7 +15,7 @@ import pytest
 import export  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
 from absl import flags
 
-from export import serving_testing
+from tests import serving_testing
 from orqa import finetune
 from orqa import finetune_lib
 from orqa import finetune_training

@@ -4,7 +4,7 @@ model_dir answers through `orqa.predict` without any training; span MLPs that do
 are refused naming the file and both shapes.
 
 The retriever module, its index and the block texts are the tiny model of
-`export.serving_testing` (shared with tests/test_serving.py in one pytest session).
+`tests/serving_testing.py` (shared with tests/test_serving.py in one pytest session).
 """
 
 import os
@@ -16,7 +16,7 @@ import export  # pylint: disable=unused-import  (selects Keras 2 before TensorFl
 from absl import flags
 import tensorflow as tf
 
-from export import serving_testing
+from tests import serving_testing
 from orqa import finetune
 from orqa import jsonl_io
 from orqa import predict

@@ -111,7 +111,7 @@ import numpy as np
 import tf_keras
 from realm_tf.ict import model as ict_model
 from realm_tf.featurization import BertInputs
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.embedder import ProjectedEmbedder
 
 rng = np.random.default_rng(3)
@@ -125,7 +125,7 @@ def inputs(batch, length, segments):
   return BertInputs(ids * mask, mask, seg * mask)
 features = dict(query_inputs=inputs(4, 6, False), block_inputs=inputs(4, 10, True),
                 mask_query=np.array([True, False, True, True]))
-config = testing_utils.tiny_bert_config(vocab_size=60, hidden_size=32,
+config = modeling_testing.tiny_bert_config(vocab_size=60, hidden_size=32,
                                         hidden_dropout_prob=0.0,
                                         attention_probs_dropout_prob=0.0)
 reference = ProjectedEmbedder(config, projection_size=8, dropout_rate=0.0).build_variables()

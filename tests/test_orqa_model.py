@@ -9,7 +9,7 @@ from orqa import modules
 from orqa import orqa_model
 from orqa import spans
 from orqa import titled_reader_features
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from tests import strategy_utils
 from tests.conftest import TINY_VOCAB
@@ -23,7 +23,7 @@ ANSWERS = [["1889"], ["nile"], ["new york", "paris"], ["lait", "unknown"]]
 
 
 def _save_embedder_module(path, tokenizer):
-  config = testing_utils.tiny_bert_config(vocab_size=len(TINY_VOCAB), hidden_size=32,
+  config = modeling_testing.tiny_bert_config(vocab_size=len(TINY_VOCAB), hidden_size=32,
                                           hidden_dropout_prob=0.0,
                                           attention_probs_dropout_prob=0.0)
   embedder = ProjectedEmbedder(config, projection_size=8, dropout_rate=0.0).build_variables()

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.config import BertConfig
 from realm_tf.retrieval import corpus_reader
 from realm_tf.tokenization import Tokenizer
@@ -20,7 +20,7 @@ from realm_tf.training.trainer import Trainer, read_best_metric
 def _trainer(model_dir, corpora, steps):
   tokenizer = Tokenizer(sample_data.VOCAB_PATH)
   bert = BertConfig.preset("tiny", vocab_size=tokenizer.vocab_size)
-  config = testing_utils.tiny_realm_config(
+  config = modeling_testing.tiny_realm_config(
       query_seq_len=48, candidate_seq_len=64, num_candidates=3, max_masks=4, bert=bert,
       embedder=bert, num_train_steps=steps, batch_size=4, eval_batch_size=4,
       save_checkpoints_steps=2, learning_rate=1e-3)

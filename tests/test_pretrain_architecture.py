@@ -31,7 +31,7 @@ from orqa import span_scorer
 from realm_tf import pretrain
 from realm_tf.modeling import architecture
 from realm_tf.modeling import encoders
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling import weights
 from realm_tf.modeling.architecture import ArchitectureConflictError, WeightsMismatchError
 from realm_tf.modeling.config import BertConfig
@@ -222,7 +222,7 @@ def test_pretraining_model_computes_what_the_converted_model_computes(
         f: getattr(theirs, f) for f in architecture.MODEL_FIELDS}, part
   assert config.projection_size == reference.config.projection_size
   assert config.embedder_layer_norm_epsilon == reference.config.embedder_layer_norm_epsilon
-  features = testing_utils.random_features(config, batch_size=3, seed=1)
+  features = modeling_testing.random_features(config, batch_size=3, seed=1)
   got = model(features, training=False)
   want = reference(features, training=False)
   np.testing.assert_allclose(got["retrieval_scores"].numpy(),
@@ -318,8 +318,8 @@ def test_orqa_reader_from_a_converted_checkpoint(sources):
                               preset_flag="--reader_preset")
   encoder, _ = modules.build_reader(source)
   reference = converted.load_converted(output).reader
-  features = testing_utils.random_features(
-      testing_utils.tiny_realm_config(bert=BertConfig.preset("tiny", vocab_size=40),
+  features = modeling_testing.random_features(
+      modeling_testing.tiny_realm_config(bert=BertConfig.preset("tiny", vocab_size=40),
                                       embedder=BertConfig.preset("tiny", vocab_size=40)), 2)
   inputs = {k: v for k, v in zip(("input_word_ids", "input_mask", "input_type_ids"),
                                  features["query_inputs"])}

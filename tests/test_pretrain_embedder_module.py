@@ -21,7 +21,7 @@ from realm_tf import pretrain
 from realm_tf import sample_data
 from realm_tf import tf_hub_modules
 from realm_tf.modeling import architecture
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling import weights
 from realm_tf.modeling.architecture import WeightsMismatchError
 from realm_tf.modeling.config import BertConfig
@@ -57,7 +57,7 @@ def modules(tmp_path_factory):
   embedder.layer_norm.beta.assign(tf.random.normal([PROJECTION], stddev=0.3))
   embedder_path = str(root / "ict" / "embedder")
   tf_hub_modules.save_embedder(embedder, tokenizer, embedder_path, QUERY_SEQ_LEN)
-  reader = RealmModel(testing_utils.tiny_realm_config(bert=bert, embedder=bert)).reader
+  reader = RealmModel(modeling_testing.tiny_realm_config(bert=bert, embedder=bert)).reader
   reader.build_variables()
   reader_path = str(root / "bert")
   tf_hub_modules.save_reader(reader, tokenizer, reader_path)
@@ -99,7 +99,7 @@ def test_towers_start_from_the_initial_embedder_module(modules, monkeypatch,
   assert (model.query_embedder is model.document_embedder) == share_embedders
 
   loaded = tf.saved_model.load(embedder_path)
-  features = testing_utils.random_features(config, batch_size=3, seed=1)
+  features = modeling_testing.random_features(config, batch_size=3, seed=1)
   query, candidates = features["query_inputs"], features["candidate_inputs"]
   want_query = loaded.signatures["projected"](
       input_ids=query.token_ids, input_mask=query.mask, segment_ids=query.segment_ids

@@ -13,7 +13,7 @@ from realm_tf.featurization.featurizer import _ragged_rows  # pylint: disable=pr
 from realm_tf.retrieval import encoded_export
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
-from realm_tf.retrieval import testing_utils
+from tests import retrieval_testing
 from tests.conftest import TINY_VOCAB
 
 VOCAB_SIZE = len(TINY_VOCAB)
@@ -24,8 +24,8 @@ NUM_BLOCKS = 60
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
   root = tmp_path_factory.mktemp("refresh_corpus")
-  blocks = testing_utils.random_blocks(NUM_BLOCKS, VOCAB_SIZE, seed=11)
-  testing_utils.write_shards(str(root / "blocks.tfr"), blocks, [25, 20, 15])
+  blocks = retrieval_testing.random_blocks(NUM_BLOCKS, VOCAB_SIZE, seed=11)
+  retrieval_testing.write_shards(str(root / "blocks.tfr"), blocks, [25, 20, 15])
   vocab = root / "vocab.txt"
   vocab.write_text("\n".join(TINY_VOCAB) + "\n")
   return dict(pattern=str(root / "blocks.tfr-*"), blocks=blocks, vocab=str(vocab))
@@ -44,7 +44,7 @@ def _expected_block_emb(corpus, seed):
                                                                            SEQ_LEN)
   inputs = refresher_featurizer.featurize_documents_tf(
       _ragged_rows([b[0] for b in corpus["blocks"]]), _ragged_rows([b[1] for b in corpus["blocks"]]))
-  return testing_utils.TinyEmbedder(VOCAB_SIZE, seed=seed).embed(*inputs).numpy()
+  return retrieval_testing.TinyEmbedder(VOCAB_SIZE, seed=seed).embed(*inputs).numpy()
 
 
 def _refresher(model_dir, corpus, **overrides):
@@ -58,8 +58,8 @@ def _refresher(model_dir, corpus, **overrides):
 
 def test_once_embeds_the_newest_export(tmp_path, corpus):
   model_dir = _model_dir(tmp_path, corpus)
-  testing_utils.write_tf_hub_export(model_dir, 100, step=5, vocab_size=VOCAB_SIZE, seed=1)
-  testing_utils.write_tf_hub_export(model_dir, 1000, step=10, vocab_size=VOCAB_SIZE, seed=2)
+  retrieval_testing.write_tf_hub_export(model_dir, 100, step=5, vocab_size=VOCAB_SIZE, seed=1)
+  retrieval_testing.write_tf_hub_export(model_dir, 1000, step=10, vocab_size=VOCAB_SIZE, seed=2)
   refresher = _refresher(model_dir, corpus, searcher="scann")
   committed = refresher.run(once=True)
   final = os.path.join(model_dir, "export", "encoded", "1000")
@@ -92,11 +92,11 @@ def test_once_embeds_the_newest_export(tmp_path, corpus):
 
 def test_start_at_step_missing_step_and_training_done(tmp_path, corpus):
   model_dir = _model_dir(tmp_path, corpus)
-  testing_utils.write_tf_hub_export(model_dir, 50, step=3, vocab_size=VOCAB_SIZE)
+  retrieval_testing.write_tf_hub_export(model_dir, 50, step=3, vocab_size=VOCAB_SIZE)
   refresher = _refresher(model_dir, corpus, start_at_step=4)
   assert refresher.pending_export() is None  # Step 3 < 4.
   no_step = os.path.join(model_dir, "export", "tf_hub", "60")
-  testing_utils.save_tiny_embedder(os.path.join(no_step, "embedder"), VOCAB_SIZE)
+  retrieval_testing.save_tiny_embedder(os.path.join(no_step, "embedder"), VOCAB_SIZE)
   assert refresher.pending_export() is None  # No global_step.txt yet.
   export_dirs.write_global_step(no_step, 7)
   assert refresher.pending_export()[0] == 60
@@ -113,7 +113,7 @@ def test_loop_follows_exports_keeps_three_and_exits(tmp_path, corpus):
   thread.start()
   encoded = os.path.join(model_dir, "export", "encoded")
   for i, ts in enumerate([10, 20, 30, 40]):
-    testing_utils.write_tf_hub_export(model_dir, ts, step=i, vocab_size=VOCAB_SIZE, seed=i)
+    retrieval_testing.write_tf_hub_export(model_dir, ts, step=i, vocab_size=VOCAB_SIZE, seed=i)
     for _ in range(600):
       if os.path.isdir(os.path.join(encoded, str(ts))):
         break
@@ -129,7 +129,7 @@ def test_loop_follows_exports_keeps_three_and_exits(tmp_path, corpus):
 
 def test_two_tasks_split_the_shards(tmp_path, corpus):
   model_dir = _model_dir(tmp_path, corpus)
-  testing_utils.write_tf_hub_export(model_dir, 77, step=1, vocab_size=VOCAB_SIZE, seed=4)
+  retrieval_testing.write_tf_hub_export(model_dir, 77, step=1, vocab_size=VOCAB_SIZE, seed=4)
   worker = _refresher(model_dir, corpus, task_index=1, num_tasks=2)
   chief = _refresher(model_dir, corpus, task_index=0, num_tasks=2)
   open(os.path.join(model_dir, "TRAINING_DONE"), "w").close()

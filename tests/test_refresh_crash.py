@@ -23,7 +23,7 @@ from realm_tf.featurization.featurizer import _ragged_rows  # pylint: disable=pr
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import encoded_export
 from realm_tf.retrieval import export_dirs
-from realm_tf.retrieval import testing_utils
+from tests import retrieval_testing
 from tests.conftest import TINY_VOCAB
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,8 +32,8 @@ SEQ_LEN = 10
 
 
 def _setup(tmp_path):
-  blocks = testing_utils.random_blocks(40, VOCAB_SIZE, seed=21)
-  testing_utils.write_shards(str(tmp_path / "corpus" / "blocks.tfr"), blocks, [20, 20])
+  blocks = retrieval_testing.random_blocks(40, VOCAB_SIZE, seed=21)
+  retrieval_testing.write_shards(str(tmp_path / "corpus" / "blocks.tfr"), blocks, [20, 20])
   vocab = tmp_path / "vocab.txt"
   vocab.write_text("\n".join(TINY_VOCAB) + "\n")
   model_dir = tmp_path / "model_dir"
@@ -88,7 +88,7 @@ def _check_invariants(model_dir, timestamps):
 
 def _run_crash_chain(tmp_path, searcher, points):
   model_dir, inputs = _setup(tmp_path)
-  testing_utils.write_tf_hub_export(model_dir, 500, step=8, vocab_size=VOCAB_SIZE, seed=3)
+  retrieval_testing.write_tf_hub_export(model_dir, 500, step=8, vocab_size=VOCAB_SIZE, seed=3)
   for point in points:
     _kill_at(model_dir, tmp_path, searcher, point)
     _check_invariants(model_dir, [500])
@@ -101,7 +101,7 @@ def _run_crash_chain(tmp_path, searcher, points):
   assert not [n for n in os.listdir(os.path.dirname(final)) if n.startswith("temp-")]
   block_emb = tf.train.load_checkpoint(
       encoded_export.block_emb_prefix(final)).get_tensor("block_emb")
-  expected = testing_utils.TinyEmbedder(VOCAB_SIZE, seed=3).embed(*inputs).numpy()
+  expected = retrieval_testing.TinyEmbedder(VOCAB_SIZE, seed=3).embed(*inputs).numpy()
   np.testing.assert_allclose(block_emb, expected, atol=1e-5)
   assert encoded_export.read_manifest(final)["embedder_step"] == 8
   return model_dir
@@ -116,7 +116,7 @@ def test_killed_before_and_after_embedding_and_after_commit_with_scann(tmp_path)
   model_dir = _run_crash_chain(tmp_path, "scann",
                                ["staged", "embedded", "block_emb_written", "searcher_saved"])
   # Killed right after the commit rename: the snapshot is complete, nothing is redone.
-  testing_utils.write_tf_hub_export(model_dir, 600, step=9, vocab_size=VOCAB_SIZE, seed=4)
+  retrieval_testing.write_tf_hub_export(model_dir, 600, step=9, vocab_size=VOCAB_SIZE, seed=4)
   _kill_at(model_dir, tmp_path, "scann", "committed")
   _check_invariants(model_dir, [500, 600])
   assert os.path.isdir(os.path.join(model_dir, "export", "encoded", "600"))

@@ -11,7 +11,7 @@ from realm_tf.featurization.featurizer import _ragged_rows  # pylint: disable=pr
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
-from realm_tf.retrieval import testing_utils
+from tests import retrieval_testing
 from tests import strategy_utils
 from tests.conftest import TINY_VOCAB
 
@@ -23,16 +23,16 @@ SEQ_LEN = 12
 def corpus(tmp_path_factory):
   """103 blocks in 4 shards (one empty), the featurizer and the reference embeddings."""
   root = tmp_path_factory.mktemp("corpus")
-  blocks = testing_utils.random_blocks(103, VOCAB_SIZE, seed=3, max_len=20)
-  paths = testing_utils.write_shards(str(root / "blocks.tfr"), blocks, [40, 0, 33, 30])
+  blocks = retrieval_testing.random_blocks(103, VOCAB_SIZE, seed=3, max_len=20)
+  paths = retrieval_testing.write_shards(str(root / "blocks.tfr"), blocks, [40, 0, 33, 30])
   vocab_path = root / "vocab.txt"
   vocab_path.write_text("\n".join(TINY_VOCAB) + "\n")
   featurizer = corpus_embedding.featurizer_for_documents(str(vocab_path), SEQ_LEN)
-  embedder = testing_utils.TinyEmbedder(VOCAB_SIZE, seed=5)
+  embedder = retrieval_testing.TinyEmbedder(VOCAB_SIZE, seed=5)
   inputs = featurizer.featurize_documents_tf(_ragged_rows([b[0] for b in blocks]),
                                              _ragged_rows([b[1] for b in blocks]))
   expected = embedder.embed(*inputs).numpy()  # [103, 128]
-  saved = testing_utils.save_tiny_embedder(str(root / "embedder"), VOCAB_SIZE, seed=5)
+  saved = retrieval_testing.save_tiny_embedder(str(root / "embedder"), VOCAB_SIZE, seed=5)
   return dict(root=root, blocks=blocks, paths=paths, featurizer=featurizer,
               embedder=embedder, expected=expected, saved=saved, vocab=str(vocab_path))
 
@@ -122,7 +122,7 @@ def test_corpus_builder_shards_and_manifest(tmp_path, tiny_vocab_path):
   assert sum(counts) == 4 and manifest.endswith("blocks.tfr.manifest.json")
   assert counts == corpus_reader.count_records_parallel(paths)
   featurizer = corpus_embedding.featurizer_for_documents(tiny_vocab_path, SEQ_LEN)
-  embedder = testing_utils.TinyEmbedder(VOCAB_SIZE)
+  embedder = retrieval_testing.TinyEmbedder(VOCAB_SIZE)
   output = corpus_embedding.embed_shards(paths, embedder.embed, featurizer, 3)
   # Row i is record i of the sorted shards: the Paris block comes first.
   first = next(iter(corpus_reader.records_dataset(paths).batch(4)))
@@ -140,10 +140,11 @@ def test_mirrored_strategy_two_replicas(corpus):
   result = strategy_utils.run_with_logical_cpus(f"""
       import numpy as np
       import realm_tf
-      from realm_tf.retrieval import corpus_embedding, testing_utils
+      from realm_tf.retrieval import corpus_embedding
+      from tests import retrieval_testing
       strategy = mirrored_strategy()
       with strategy.scope():
-        embedder = testing_utils.TinyEmbedder({VOCAB_SIZE}, seed=5)
+        embedder = retrieval_testing.TinyEmbedder({VOCAB_SIZE}, seed=5)
       featurizer = corpus_embedding.featurizer_for_documents({corpus['vocab']!r}, {SEQ_LEN})
       out = corpus_embedding.embed_shards({corpus['paths']!r}, embedder.embed, featurizer,
                                           batch_size=10, strategy=strategy)

@@ -1,6 +1,6 @@
 """export.serving: one SavedModel from question to answer.
 
-A tiny untrained model on the sample corpus (`export.serving_testing`) is exported; the
+A tiny untrained model on the sample corpus (`tests/serving_testing.py`) is exported; the
 SavedModel must load in a fresh process with only `import tensorflow_text` (plus `import
 scann` for ScaNN), list its signature in `saved_model_cli`, answer exactly as
 `orqa.predict`, and answer malformed requests without failing.
@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from export import serving
-from export import serving_testing
+from tests import serving_testing
 from export import serving_text
 from orqa import answer_text
 from orqa import jsonl_io

@@ -9,16 +9,16 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf import tf_hub_modules as tf_hub
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.realm_model import RealmModel
 from realm_tf.retrieval import export_dirs
 from tests.conftest import REPO_ROOT, TINY_VOCAB
 
 
 def _model():
-  config = testing_utils.tiny_realm_config(
-      bert=testing_utils.tiny_bert_config(vocab_size=len(TINY_VOCAB)),
-      embedder=testing_utils.tiny_bert_config(vocab_size=len(TINY_VOCAB)))
+  config = modeling_testing.tiny_realm_config(
+      bert=modeling_testing.tiny_bert_config(vocab_size=len(TINY_VOCAB)),
+      embedder=modeling_testing.tiny_bert_config(vocab_size=len(TINY_VOCAB)))
   return RealmModel(config).build_variables()
 
 
@@ -109,9 +109,9 @@ def test_export_layout_signatures_and_fresh_process_reload(tiny_tokenizer, tmp_p
 
 
 def test_unshared_towers_export_the_query_embedder(tiny_tokenizer, tmp_path):
-  config = testing_utils.tiny_realm_config(
-      bert=testing_utils.tiny_bert_config(vocab_size=len(TINY_VOCAB)),
-      embedder=testing_utils.tiny_bert_config(vocab_size=len(TINY_VOCAB)),
+  config = modeling_testing.tiny_realm_config(
+      bert=modeling_testing.tiny_bert_config(vocab_size=len(TINY_VOCAB)),
+      embedder=modeling_testing.tiny_bert_config(vocab_size=len(TINY_VOCAB)),
       share_embedders=False)
   model = RealmModel(config).build_variables()
   export = tf_hub.export_modules(model, tiny_tokenizer, str(tmp_path), 1, now=5)

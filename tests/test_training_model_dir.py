@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from realm_tf import locks
-from realm_tf.modeling import testing_utils
+from tests import modeling_testing
 from realm_tf.modeling.config import BertConfig, RealmConfig
 from realm_tf.training import model_dir as model_dir_lib
 from tests.conftest import REPO_ROOT
@@ -39,7 +39,7 @@ def _touch(root, relative):
 
 def _config(preset):
   bert = BertConfig.preset(preset, vocab_size=30)
-  return testing_utils.tiny_realm_config(bert=bert, embedder=bert, query_seq_len=8,
+  return modeling_testing.tiny_realm_config(bert=bert, embedder=bert, query_seq_len=8,
                                          candidate_seq_len=16)
 
 
