@@ -23,8 +23,9 @@ with one signature, `serving_default`:
 Inside: the reader and retriever tokenizers (tensorflow_text ops), the question tower, the
 block embeddings (a variable), the block titles and texts (string variables, no pickles),
 the searcher (exact brute force over the variable, or ScaNN's TF ops with its serialized
-state), the reader BERT, the span scorer and the answer extraction, all in TF ops
-(`export.serving_text` replaces the Python `get_final_text`). Load it with
+state), the reader BERT, the span scorer and the answer extraction, all in TF ops. Retrieval,
+reading and the answer text are `OrqaModel`'s own (`with_text=True`, the computation
+`orqa.predict` and evaluation run), so what is served is what was evaluated. Load it with
 
   import tensorflow_text  # noqa (and `import scann` for --searcher=scann)
   model = tf.saved_model.load(path)
@@ -52,7 +53,6 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from export import serving_text
 from orqa import finetune_lib
 from orqa import modules
 from orqa import orqa_model
@@ -110,7 +110,7 @@ class ScannResource(tf.saved_model.experimental.TrackableResource):
   """
 
   def __init__(self, searcher: searchers.ScannSearcher):
-    handle = searcher._searcher.searcher_handle  # pylint: disable=protected-access
+    handle = searcher.searcher_handle
     from scann import scann_ops  # pylint: disable=g-import-not-at-top
     tensors = scann_ops.scann_to_tensors(handle)
     self._state = types.SimpleNamespace(**{
@@ -250,77 +250,32 @@ class ServingModule(tf.Module):
         retrieval_scores=tf.zeros([0, k], tf.float32))
 
   def _answer(self, question):
-    model = self.model
-    outputs = model(question, None, training=False, retrieval_beam_size=self.beam)
+    outputs = self.model(question, None, training=False, retrieval_beam_size=self.beam,
+                         with_text=True)
     block_ids = outputs["block_ids"][:, :self.top_k]  # [B, k]
     scores = outputs["retriever_logits"][:, :self.top_k]  # [B, k]
     answer_block_id = outputs["predicted_block_id"]  # [B]
     title = tf.gather(self.index.titles, answer_block_id)  # [B]
     body = tf.gather(self.index.bodies, answer_block_id)  # [B]
-    answer, orig_start, orig_end = self._answer_text(
-        question, title, body, outputs["start"], outputs["end"])
-    starts, limits = serving_text.token_byte_offsets(body, self.reader_tokenizer)
-    has_span = orig_start >= 0
-    byte_start = tf.where(has_span, _gather_rows(starts, orig_start), -1)
-    byte_end = tf.where(has_span, _gather_rows(limits, orig_end), -1)
 
     empty = tf.equal(tf.strings.length(tf.strings.strip(question)), 0)  # [B]
     empty_k = tf.broadcast_to(empty[:, None], tf.shape(block_ids))
-    no_answer = tf.logical_or(empty, tf.logical_not(has_span))
+    no_answer = tf.logical_or(empty, outputs["answer_start"] < 0)
     neg_inf = tf.constant(-np.inf, tf.float32)
     return dict(
-        answer=tf.where(no_answer, "", answer),
+        answer=tf.where(no_answer, "", outputs["answer"]),
         answer_score=tf.where(empty, neg_inf, outputs["score"]),
         answer_block_id=tf.where(empty, -1, answer_block_id),
         answer_block_title=tf.where(empty, "", title),
         answer_block_text=tf.where(empty, "", body),
-        answer_start=tf.where(no_answer, -1, tf.cast(byte_start, tf.int32)),
-        answer_end=tf.where(no_answer, -1, tf.cast(byte_end, tf.int32)),
+        answer_start=tf.where(no_answer, -1, outputs["answer_start"]),
+        answer_end=tf.where(no_answer, -1, outputs["answer_end"]),
         block_ids=tf.where(empty_k, -1, block_ids),
         block_titles=tf.where(empty_k | (block_ids < 0), "",
                               tf.gather(self.index.titles, tf.maximum(block_ids, 0))),
         block_texts=tf.where(empty_k | (block_ids < 0), "",
                              tf.gather(self.index.bodies, tf.maximum(block_ids, 0))),
         retrieval_scores=tf.where(empty_k, neg_inf, scores))
-
-  def _answer_text(self, question, title, body, start, end):
-    """The answer string of the predicted span, as `OrqaModel._answer_text`.
-
-    The predicted block alone is featurized again (featurization is per block, so its
-    token ids, token map and original tokens are those the reader saw).
-
-    Returns:
-      answer string [B], orig_start, orig_end int32 [B] (-1: no span).
-    """
-    model = self.model
-    tokenizer = self.reader_tokenizer
-    features = orqa_model.titled_reader_features.featurize(
-        question, title[:, None], body[:, None], None, tokenizer,
-        model.config.reader_seq_len, include_titles=model.config.include_titles)
-    token_ids = features.inputs.token_ids[:, 0]  # [B, L]
-    token_map = features.inputs.token_map[:, 0]  # [B, L]
-    orig_start = tf.gather(token_map, start, batch_dims=1)  # [B]
-    orig_end = tf.gather(token_map, end, batch_dims=1)  # [B]
-    orig_tokens = features.orig_tokens.merge_dims(0, 1)  # [B, (n)]
-    num_tokens = tf.cast(orig_tokens.row_lengths(), tf.int32)
-    lo = tf.maximum(orig_start, 0)
-    hi = tf.minimum(orig_end, num_tokens - 1)
-    span_tokens = tf.gather(orig_tokens, tf.ragged.range(lo, tf.maximum(hi + 1, lo)),
-                            batch_dims=1)  # [B, (span)]
-    positions = tf.ragged.range(start, tf.maximum(end + 1, start))  # [B, (pieces)]
-    pieces = tf.gather(model._static.vocab,  # pylint: disable=protected-access
-                       tf.gather(token_ids, positions, batch_dims=1))
-    pred_text = tf.strings.reduce_join(pieces, axis=-1, separator=" ")  # [B]
-    answer = serving_text.final_text(pred_text, span_tokens, tokenizer)
-    return answer, orig_start, orig_end
-
-
-def _gather_rows(ragged, index):
-  """ragged[b, index[b]] for int64 ragged [B, (n)] and int [B] (clipped, 0 if empty)."""
-  dense = tf.pad(ragged.to_tensor(0), [[0, 0], [0, 1]])  # [B, n + 1]
-  width = tf.shape(dense)[1]
-  clipped = tf.clip_by_value(tf.cast(index, tf.int32), 0, width - 1)
-  return tf.gather(dense, clipped[:, None], batch_dims=1)[:, 0]
 
 
 def build_serving_module(model_dir: str, searcher: str = searchers.BRUTE_FORCE,

@@ -250,7 +250,7 @@ class OrqaModel(tf_keras.Model):
       answers: string [B, A] padded with "" (or ragged [B, (A)]), or None (prediction).
       training: dropout on (also on the embedding used for the search, as the original).
       retrieval_beam_size: overrides the config's beam (capped at K).
-      with_text: also compute the predicted answer strings (`answer`).
+      with_text: also compute the predicted answer strings (`answer`) and their offsets.
 
     Returns:
       dict of tensors:
@@ -262,7 +262,8 @@ class OrqaModel(tf_keras.Model):
         with answers: retriever_correct [B, beam], reader_correct [B, R, num_spans],
           loss, retriever_loss, reader_loss [B], exact_match, reader_oracle [B] bool,
           top_<k>_match [B] bool;
-        with_text: answer string [B].
+        with_text: answer string [B] and its byte offsets in the predicted block's text,
+          answer_start and answer_end int32 [B] (-1: no answer).
     """
     config = self.config
     questions = tf.convert_to_tensor(questions, tf.string)
@@ -308,8 +309,8 @@ class OrqaModel(tf_keras.Model):
         start=tf.gather(starts, candidate), end=tf.gather(ends, candidate),
         score=spans.gather_prediction(reader_logits, predicted_block, candidate))
     if with_text:
-      outputs["answer"] = self._answer_text(features, predicted_block, outputs["start"],
-                                            outputs["end"])
+      outputs["answer"], outputs["answer_start"], outputs["answer_end"] = self._answer_text(
+          features, bodies, predicted_block, outputs["start"], outputs["end"])
 
     if answers is not None:
       retriever_bodies = tf.gather(self.index.bodies, block_ids)  # [B, beam]
@@ -343,8 +344,14 @@ class OrqaModel(tf_keras.Model):
                              if self._static.jit_compile else read)
     return functions[training](inputs)
 
-  def _answer_text(self, features, predicted_block, start, end):
-    """The original's answer: `get_final_text(wordpieces, orig tokens of the span)`."""
+  def _answer_text(self, features, bodies, predicted_block, start, end):
+    """The original's answer, `get_final_text(wordpieces, original tokens of the span)`
+    (in TF ops: `answer_text.final_text`), and where it is in its block's text.
+
+    Returns:
+      answer string [B] ("" without a span) and its byte offsets in the predicted block's
+      text, answer_start and answer_end int32 [B] (-1 without a span).
+    """
     inputs = features.inputs
     num_read = tf.shape(inputs.token_ids, out_type=tf.int64)[1]
     token_ids = tf.gather(inputs.token_ids, predicted_block, batch_dims=1)  # [B, L]
@@ -355,15 +362,22 @@ class OrqaModel(tf_keras.Model):
     rows = (tf.range(tf.shape(predicted_block, out_type=tf.int64)[0]) * num_read +
             tf.cast(predicted_block, tf.int64))
     orig_tokens = tf.gather(flat_orig, rows)  # [B, (n)]
-    orig_text = answer_text.join_token_range(orig_tokens, orig_start, orig_end)  # [B]
     positions = tf.ragged.range(start, tf.maximum(end + 1, start))  # [B, (span)]
-    piece_ids = tf.gather(token_ids, positions, batch_dims=1)  # [B, (span)]
-    pieces = tf.gather(self._static.vocab, piece_ids)
+    pieces = tf.gather(self._static.vocab, tf.gather(token_ids, positions, batch_dims=1))
     pred_text = tf.strings.reduce_join(pieces, axis=-1, separator=" ")  # [B]
-    answer = answer_text.final_text_batch(pred_text, orig_text,
-                                          self.reader_tokenizer.do_lower_case)
+    answer = answer_text.final_text(
+        pred_text, answer_text.span_tokens(orig_tokens, orig_start, orig_end),
+        self.reader_tokenizer)  # [B]
+    body = tf.gather(bodies, predicted_block, batch_dims=1)  # [B]
+    starts, limits = answer_text.token_byte_offsets(body, self.reader_tokenizer)
     # A span outside any block (only when no block has tokens) has no answer.
-    return tf.where(orig_start >= 0, answer, tf.zeros_like(answer))
+    has_span = orig_start >= 0
+    none = tf.fill(tf.shape(orig_start), -1)
+    return (tf.where(has_span, answer, tf.zeros_like(answer)),
+            tf.where(has_span, tf.cast(answer_text.gather_rows(starts, orig_start),
+                                       tf.int32), none),
+            tf.where(has_span, tf.cast(answer_text.gather_rows(limits, orig_end),
+                                       tf.int32), none))
 
 
 def log_config(config: OrqaConfig) -> None:

@@ -99,14 +99,15 @@ def test_predicted_answer():
   assert answer_text.predicted_answer(orig_tokens, -1, 2, ["x"], True) == ""
 
 
-def test_join_token_range_and_final_text_batch():
+def test_span_tokens_and_final_text_in_a_graph(tiny_tokenizer):
   tokens = tf.ragged.constant([["The", "Eiffel", "Tower"], ["Paris"]])
-  joined = answer_text.join_token_range(tokens, [1, 0], [2, 0])
-  assert joined.numpy().tolist() == [b"Eiffel Tower", b"Paris"]
-  empty = answer_text.join_token_range(tokens, [-1, 0], [-1, 5])
-  assert empty.numpy().tolist() == [b"", b"Paris"]
-  final = tf.function(lambda p, o: answer_text.final_text_batch(p, o, True))(
-      tf.constant(["steve smith", "to ##wer"]), tf.constant(["Steve Smith's", "Tower."]))
+  spans = answer_text.span_tokens(tokens, [1, 0], [2, 0])
+  assert spans.to_list() == [[b"Eiffel", b"Tower"], [b"Paris"]]
+  empty = answer_text.span_tokens(tokens, [-1, 0], [-1, 5])
+  assert empty.to_list() == [[], [b"Paris"]]
+  final = tf.function(lambda p, o: answer_text.final_text(p, o, tiny_tokenizer))(
+      tf.constant(["steve smith", "to ##wer"]),
+      tf.ragged.constant([["Steve", "Smith's"], ["Tower."]]))
   assert final.numpy().tolist() == [b"Steve Smith", b"Tower."]
 
 

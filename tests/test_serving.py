@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from export import serving
 from tests import serving_testing
-from export import serving_text
 from orqa import answer_text
 from orqa import jsonl_io
 from orqa import predict
@@ -232,8 +231,8 @@ def test_in_graph_final_text_equals_get_final_text():
   spans.append(["The", "Eiffel", "Tower"])
   expected.append(answer_text.get_final_text(preds[-1], " ".join(spans[-1]), True))
   assert expected[-1] == "The Eiffel Tow"
-  got = serving_text.final_text(tf.constant(preds), tf.ragged.constant(spans, tf.string),
-                                tokenizer).numpy()
+  got = answer_text.final_text(tf.constant(preds), tf.ragged.constant(spans, tf.string),
+                               tokenizer).numpy()
   assert [g.decode() for g in got] == expected
 
 
@@ -242,7 +241,7 @@ def test_token_byte_offsets_match_original_tokens():
   texts = ["Café ≠ naïve\u200b Ünïcode … 1889. U.S.A.\x00x", "plain text, here.",
            "line\u2028sep\u2029para x\x1cy \u1fefz"]
   mapping = answer_text.tokenize_with_original_mapping(texts, tokenizer)
-  starts, limits = serving_text.token_byte_offsets(tf.constant(texts), tokenizer)
+  starts, limits = answer_text.token_byte_offsets(tf.constant(texts), tokenizer)
   for i, text in enumerate(texts):
     raw = text.encode()
     tokens = [raw[s:e] for s, e in zip(starts[i].numpy(), limits[i].numpy())]

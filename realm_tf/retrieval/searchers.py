@@ -304,6 +304,11 @@ class ScannSearcher(Searcher):
   def params(self) -> Dict[str, Any]:
     return dict(self._params)
 
+  @property
+  def searcher_handle(self):
+    """The ScaNN TF-ops searcher resource (what `scann_ops.scann_to_tensors` serializes)."""
+    return self._searcher.searcher_handle
+
   def search(self, query_emb, k: Optional[int] = None) -> Tuple[tf.Tensor, tf.Tensor]:
     k = _check_k(k or self._num_neighbors, self._num_blocks)
     query_emb = tf.convert_to_tensor(query_emb, tf.float32)  # [B, D]
