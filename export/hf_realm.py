@@ -2,8 +2,9 @@
 
 A folder holds `config.json` and `model.safetensors` (or sharded `model-0000N-of-0000M
 .safetensors` with `model.safetensors.index.json`), read with `safetensors`' numpy API:
-no PyTorch, no `transformers`. `pytorch_model.bin` (a pickle) is refused with
-`UnsupportedFormatError` explaining how to get safetensors.
+no PyTorch, no `transformers` (`realm_tf.modeling.hf_bert.read_hf_state`, which training
+uses too). `pytorch_model.bin` (a pickle) is refused with `UnsupportedFormatError`
+explaining how to get safetensors.
 
 Parameter names of `transformers/models/realm/modeling_realm.py` (B = a BERT's names as in
 `BertModel`: `embeddings.*`, `encoder.layer.N.*`, `pooler.dense.*`; torch `Linear`
@@ -42,55 +43,14 @@ import tensorflow as tf
 
 from export import imported
 from export.imported import BertPart, ImportedWeights
-from export.weight_assign import ConversionError, SourceTensor, UnsupportedFormatError
+from export.weight_assign import ConversionError, SourceTensor
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import BertConfig
 
 REALM_CLASSES = ("RealmEmbedder", "RealmScorer", "RealmKnowledgeAugEncoder", "RealmReader",
                  "RealmForOpenQA")
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-_TORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5",
-                "flax_model.msgpack")
 _UNUSED_PREDICTIONS = ("RealmScorerProjection.predictions: never used by "
                        "RealmEmbedder.forward")
-
-
-_read_safetensors_file = hf_bert.load_safetensors_file
-
-
-def read_state(folder: str) -> Dict[str, np.ndarray]:
-  """All tensors of a HF folder's safetensors weights (one file or shards).
-
-  Raises:
-    UnsupportedFormatError: the folder has only PyTorch / TF / Flax weights.
-    ConversionError: no weights at all.
-  """
-  single = os.path.join(folder, hf_bert.WEIGHTS_FILE)
-  if tf.io.gfile.exists(single):
-    return _read_safetensors_file(single)
-  index = os.path.join(folder, SAFETENSORS_INDEX)
-  if tf.io.gfile.exists(index):
-    weight_map = hf_bert.read_json_file(index).get("weight_map")
-    if not isinstance(weight_map, dict):
-      raise ConversionError(f"{index}: no 'weight_map' object")
-    state = {}
-    for shard in sorted(set(weight_map.values())):
-      state.update(_read_safetensors_file(os.path.join(folder, shard)))
-    missing = sorted(set(weight_map) - set(state))
-    if missing:
-      raise ConversionError(f"{index} lists tensors that no shard holds: {missing[:10]}")
-    return state
-  others = [n for n in _TORCH_FILES if tf.io.gfile.exists(os.path.join(folder, n))]
-  if others:
-    raise UnsupportedFormatError(
-        f"{folder} has {others} but no {hf_bert.WEIGHTS_FILE}: realm-tf reads Hugging Face "
-        "weights only as safetensors (a pickled pytorch_model.bin cannot be read safely "
-        "without PyTorch). Download the safetensors revision if the model has one "
-        "(`huggingface-cli download <model> --revision refs/pr/<n>`), or convert once on a "
-        "machine with PyTorch: `python -c \"import torch; from safetensors.torch import "
-        "save_file; s = torch.load('pytorch_model.bin', map_location='cpu'); "
-        "save_file({k: v.contiguous() for k, v in s.items()}, 'model.safetensors')\"`.")
-  raise ConversionError(f"No {hf_bert.WEIGHTS_FILE} or {SAFETENSORS_INDEX} in {folder}.")
 
 
 def read_config_dict(folder: str) -> dict:
@@ -247,7 +207,7 @@ def read_hf_realm(folder: str) -> ImportedWeights:
   if config.get("model_type", "realm") != "realm":
     raise ConversionError(f"{folder}: model_type={config.get('model_type')!r}, expected "
                           "'realm' (use --from=hf_bert for BERT).")
-  state = _State(read_state(folder), folder)
+  state = _State(hf_bert.read_hf_state(folder), folder)
   realm_class = detect_realm_class(config, list(state.tensors), folder)
   bert_config = realm_bert_config(config, folder)
   result = ImportedWeights(source_format="hf_realm", input_path=folder)
@@ -294,7 +254,7 @@ def read_hf_bert(folder: str) -> ImportedWeights:
   if config.get("model_type") == "realm":
     raise ConversionError(f"{folder} is a REALM folder: use --from=hf_realm.")
   bert_config = _bert_config(config, folder)
-  state = _State(read_state(folder), folder)
+  state = _State(hf_bert.read_hf_state(folder), folder)
   prefix = "bert." if any(n.startswith("bert.") for n in state.tensors) else ""
   tensors = {}
   _take_bert(state, prefix, tensors)

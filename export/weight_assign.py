@@ -18,6 +18,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.modeling import weights
 
 # Attention weights are [H, H] / [H] in checkpoints and per-head in BertEncoderV2.
@@ -28,8 +29,8 @@ class ConversionError(weights.WeightsMismatchError):
   """The input checkpoint does not fit the model, or cannot be converted."""
 
 
-class UnsupportedFormatError(ConversionError):
-  """The input is in a format the converter cannot read (e.g. `pytorch_model.bin`)."""
+# A format the converters cannot read (e.g. `pytorch_model.bin`).
+UnsupportedFormatError = errors.UnsupportedFormatError
 
 
 @dataclasses.dataclass

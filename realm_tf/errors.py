@@ -26,6 +26,14 @@ class ArgumentError(RealmInputError):
   """A flag or argument value that is out of range or inconsistent with another."""
 
 
+class WeightsMismatchError(RealmInputError):
+  """Pre-trained weights do not fit the model's configuration, or cannot be read."""
+
+
+class UnsupportedFormatError(WeightsMismatchError):
+  """Weights in a format realm-tf does not read (e.g. a pickled `pytorch_model.bin`)."""
+
+
 class InputFileError(RealmInputError):
   """A bad record, or bad content, of an input file.
 

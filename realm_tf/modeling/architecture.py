@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional
 import tensorflow as tf
 
 from realm_tf import errors
+from realm_tf.errors import WeightsMismatchError
 from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import CONFIG_FILENAME, BertConfig, RealmConfig
 from realm_tf.tokenization import load_vocab
@@ -64,10 +65,6 @@ _TF1_CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
                       "attention_probs_dropout_prob", "max_position_embeddings",
                       "type_vocab_size", "initializer_range")
 _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-class WeightsMismatchError(errors.RealmInputError):
-  """Pre-trained weights do not fit the model's configuration."""
 
 
 class ArchitectureConflictError(WeightsMismatchError):

@@ -1,7 +1,10 @@
-"""Hugging Face BERT folders (`config.json`, `model.safetensors`, `vocab.txt`), read without
-PyTorch or `transformers`: `safetensors.numpy` gives the tensors, which are renamed to the
-canonical (original TF1 BERT) names that `realm_tf.modeling.weights` assigns to a
-`BertEncoderV2` and a `MaskedLMHead`.
+"""Hugging Face BERT folders (`config.json`, `model.safetensors` or its shards,
+`vocab.txt`), read without PyTorch or `transformers`: `safetensors.numpy` gives the
+tensors, which are renamed to the canonical (original TF1 BERT) names that
+`realm_tf.modeling.weights` assigns to a `BertEncoderV2` and a `MaskedLMHead`.
+
+`read_hf_state` is the one reader of Hugging Face weights: training's `--init_hf_bert`
+and the converters (`export.hf_realm`) both use it.
 """
 
 import json
@@ -17,7 +20,10 @@ from realm_tf.modeling.config import BertConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
 VOCAB_FILE = "vocab.txt"
+_OTHER_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5",
+                       "flax_model.msgpack")
 
 _LINEAR_PARENTS = ("query", "key", "value", "dense")
 
@@ -86,12 +92,40 @@ def load_safetensors_file(path: str) -> Dict[str, np.ndarray]:
 
 
 def read_hf_state(folder: str) -> Dict[str, np.ndarray]:
-  """The raw tensors of `folder/model.safetensors` (numpy, HF names)."""
-  path = os.path.join(folder, WEIGHTS_FILE)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{path} not found (only safetensors weights are supported; "
-                            "convert pytorch_model.bin with the safetensors tools).")
-  return load_safetensors_file(path)
+  """All tensors (numpy, HF names) of a folder's safetensors weights: `model.safetensors`
+  or the shards that `model.safetensors.index.json` lists.
+
+  Raises:
+    errors.UnsupportedFormatError: the folder has only PyTorch / TF / Flax weights.
+    errors.WeightsMismatchError: the index lists tensors that no shard holds, or has no map.
+    FileNotFoundError: no weights at all.
+  """
+  single = os.path.join(folder, WEIGHTS_FILE)
+  if tf.io.gfile.exists(single):
+    return load_safetensors_file(single)
+  index = os.path.join(folder, SAFETENSORS_INDEX)
+  if tf.io.gfile.exists(index):
+    weight_map = read_json_file(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise errors.WeightsMismatchError(f"{index}: no 'weight_map' object")
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+      state.update(load_safetensors_file(os.path.join(folder, shard)))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+      raise errors.WeightsMismatchError(f"{index} lists tensors that no shard holds: {missing[:10]}")
+    return state
+  others = [n for n in _OTHER_WEIGHT_FILES if tf.io.gfile.exists(os.path.join(folder, n))]
+  if others:
+    raise errors.UnsupportedFormatError(
+        f"{folder} has {others} but no {WEIGHTS_FILE}: realm-tf reads Hugging Face "
+        "weights only as safetensors (a pickled pytorch_model.bin cannot be read safely "
+        "without PyTorch). Download the safetensors revision if the model has one "
+        "(`huggingface-cli download <model> --revision refs/pr/<n>`), or convert once on a "
+        "machine with PyTorch: `python -c \"import torch; from safetensors.torch import "
+        "save_file; s = torch.load('pytorch_model.bin', map_location='cpu'); "
+        "save_file({k: v.contiguous() for k, v in s.items()}, 'model.safetensors')\"`.")
+  raise FileNotFoundError(f"No {WEIGHTS_FILE} or {SAFETENSORS_INDEX} in {folder}.")
 
 
 def vocab_path(folder: str) -> str:
