@@ -426,7 +426,7 @@ class Runner:
         f"--save_checkpoints_steps={s.ict_eval_every}", f"--num_eval_steps={s.ict_eval_steps}",
         f"--strategy={self.strategy}",
         # The index REALM starts from: the pre-training subset, embedded by (a).
-        "--encode", f"--retrieval_corpus={self.glob(f['realm_blocks'], s.realm_shards)}",
+        "--encode", f"--retrieval_corpus_path={self.glob(f['realm_blocks'], s.realm_shards)}",
         "--searcher=brute_force", f"--encode_batch_size={s.encode_batch_size}"], "ict")
 
   def ict_module(self) -> str:

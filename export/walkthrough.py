@@ -77,7 +77,7 @@ def run_pretraining(model_dir: str, seed: int) -> None:
         "warm start of the retriever, then REALM with index refreshes (TensorBoard: "
         f"tensorboard --logdir={model_dir})", flush=True)
   _run([sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
-        f"--tf_random_seed={seed}"],
+        f"--seed={seed}"],
        lambda line: line.startswith(("step ", "[eval]", "[ict", "ICT warm", "Training done",
                                      "Traceback")))
 

@@ -5,7 +5,7 @@ r"""ICT warm start of the retriever (language/orqa/experiments/ict_experiment.py
       [--init_hf_bert=all-MiniLM-L6-v2 | --init_checkpoint=... --bert_preset=base |
        --bert_preset=tiny --vocab_path=vocab.txt] \
       --batch_size=4096 --num_train_steps=100000 \
-      [--encode --retrieval_corpus='blocks.tfr-*-of-*' --searcher=scann]
+      [--encode --retrieval_corpus_path='blocks.tfr-*-of-*' --searcher=scann]
 
 Trains one `ProjectedEmbedder` (BERT -> Dense(128) -> LayerNorm) on the Inverse Cloze
 Task: a random sentence of a block is the query, its block (the sentence removed with
@@ -19,7 +19,7 @@ Outputs in `model_dir`:
   logs/{train,eval}/            TensorBoard scalars; eval_results.jsonl, ict_config.json
   export/tf_hub/<ts>/embedder/  the embedder module (docs/ARCHITECTURE.md; the original
                                 named it `ict`), + global_step.txt
-With `--encode`, the export is then embedded over `--retrieval_corpus` by the REALM
+With `--encode`, the export is then embedded over `--retrieval_corpus_path` by the REALM
 refresher's code and committed as
   export/encoded/<ts>/embedder/encoded/encoded.ckpt   block_emb [K, 128]
   export/encoded/<ts>/<scann|brute_force>/            the searcher
@@ -96,9 +96,12 @@ def define_flags():
                     "tf.distribute strategy.")
   flags.DEFINE_integer("exports_to_keep", 1, "tf_hub exports kept (the original: 1).")
   flags.DEFINE_boolean("encode", False,
-                       "After training, embed --retrieval_corpus with the export and "
+                       "After training, embed --retrieval_corpus_path with the export and "
                        "commit export/encoded/<ts>/ (block_emb + searcher).")
-  flags.DEFINE_string("retrieval_corpus", None, "Glob of retrieval-corpus shards.")
+  flags.DEFINE_string("retrieval_corpus_path", None,
+                      "Retrieval corpus to encode: the builder's --output_prefix, its "
+                      ".manifest.json or a glob of its shard names.")
+  flags.DEFINE_alias("retrieval_corpus", "retrieval_corpus_path")
   flags.DEFINE_enum("searcher", searchers.SCANN, list(searchers.SEARCHER_TYPES),
                     "Searcher saved with the encoded index.")
   flags.DEFINE_integer("encode_batch_size", 256, "Batch size for embedding the corpus.")
@@ -190,14 +193,14 @@ def train(strategy: tf.distribute.Strategy):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if FLAGS.encode and not FLAGS.retrieval_corpus:
-    raise app.UsageError("--encode needs --retrieval_corpus.")
+  if FLAGS.encode and not FLAGS.retrieval_corpus_path:
+    raise app.UsageError("--encode needs --retrieval_corpus_path.")
   start = time.monotonic()
   tf_keras.utils.set_random_seed(FLAGS.seed)
   strategy = strategies.make_strategy(FLAGS.strategy)
   _, tokenizer = train(strategy)
   if FLAGS.encode:
-    encode_export(FLAGS.model_dir, FLAGS.retrieval_corpus, tokenizer, FLAGS.block_seq_len,
+    encode_export(FLAGS.model_dir, FLAGS.retrieval_corpus_path, tokenizer, FLAGS.block_seq_len,
                   FLAGS.searcher, FLAGS.searcher_num_neighbors, FLAGS.encode_batch_size,
                   strategy)
   logging.info("Done in %.1f s.", time.monotonic() - start)

@@ -107,7 +107,8 @@ def define_flags():
                        "save_checkpoints_steps).")
   flags.DEFINE_integer("num_eval_steps", None, "Eval batches per evaluation.")
   flags.DEFINE_integer("log_every_steps", 10, "Progress and TensorBoard cadence.")
-  flags.DEFINE_integer("tf_random_seed", 0, "Seed of initialization and example generation.")
+  flags.DEFINE_integer("seed", 0, "Seed of initialization and example generation.")
+  flags.DEFINE_alias("tf_random_seed", "seed")  # The original's spelling.
   flags.DEFINE_boolean("jit_compile", None, "XLA-compile the train step (default: on with "
                        "a GPU or TPU).")
   flags.DEFINE_boolean("recompute_activations", False, "Recompute each transformer layer's "
@@ -204,15 +205,13 @@ def build_config(sample: bool, vocab_path: str) -> RealmConfig:
       candidate_seq_len=_flag("candidate_seq_len", defaults),
       num_candidates=_flag("num_candidates", defaults), max_masks=_flag("max_masks", defaults),
       vocab_path=vocab_path, do_lower_case=FLAGS.do_lower_case,
-      bert_hub_module_handle=FLAGS.init_hf_bert or FLAGS.init_checkpoint,
-      embedder_hub_module_handle=FLAGS.initial_embedder_module,
       learning_rate=_flag("learning_rate", defaults),
       num_train_steps=_flag("num_train_steps", defaults),
       batch_size=_flag("batch_size", defaults),
       eval_batch_size=_flag("eval_batch_size", defaults),
       num_eval_steps=_flag("num_eval_steps", defaults),
       save_checkpoints_steps=_flag("save_checkpoints_steps", defaults),
-      keep_checkpoint_max=FLAGS.keep_checkpoint_max, tf_random_seed=FLAGS.tf_random_seed,
+      keep_checkpoint_max=FLAGS.keep_checkpoint_max, seed=FLAGS.seed,
       recompute_activations=FLAGS.recompute_activations, precision=FLAGS.precision,
       jit_compile=FLAGS.jit_compile, micro_batches=FLAGS.micro_batches)
 
@@ -232,7 +231,7 @@ def main(argv):
     pretrain_glob, retrieval_glob = FLAGS.pretrain_corpus_path, FLAGS.retrieval_corpus_path
     vocab_path = FLAGS.vocab_path
   defaults = SAMPLE_DEFAULTS if sample else ORIGINAL_DEFAULTS
-  tf.random.set_seed(FLAGS.tf_random_seed)
+  tf.random.set_seed(FLAGS.seed)
   config = build_config(sample, vocab_path)
   model_dir_lib.prepare(model_dir, config)  # One trainer, the same model, no leftovers.
   # Both corpora checked before anything is written: the vocabulary, every shard whole.
@@ -248,7 +247,7 @@ def main(argv):
   retrieval_paths = retrieval.shard_paths
   common = dict(model_dir=model_dir, retrieval_paths=retrieval_paths, featurizer=featurizer,
                 retrieval_batch_size=_flag("retrieval_batch_size", defaults),
-                data_service=FLAGS.data_service, seed=FLAGS.tf_random_seed,
+                data_service=FLAGS.data_service, seed=FLAGS.seed,
                 searcher=FLAGS.searcher, corpus_fingerprint=retrieval.fingerprint)
   train_stream = ExampleStream(
       pretrain_paths=train_paths, batch_size=config.batch_size, training=True,
@@ -286,7 +285,7 @@ def main(argv):
           num_warmup_steps=max(1, ict_steps // 6), batch_size=_flag("ict_batch_size", defaults),
           eval_batch_size=_flag("ict_batch_size", defaults), num_eval_steps=2,
           eval_every_steps=max(1, ict_steps // 3), log_every_steps=max(1, ict_steps // 6),
-          seed=FLAGS.tf_random_seed)
+          seed=FLAGS.seed)
       warm_start.ict_warm_start(trainer.model, tokenizer, featurizer, ict_config, model_dir,
                                 train_paths, eval_paths, retrieval_paths, strategy,
                                 zero_shot)

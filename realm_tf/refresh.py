@@ -56,6 +56,7 @@ from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import encoded_export
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
+from realm_tf.training import strategies
 
 TF_HUB = "tf_hub"
 TEMP = "temp"
@@ -431,7 +432,9 @@ FLAGS = flags.FLAGS
 def define_flags():
   """The original `refresh_doc_embeds` flags plus the searcher, polling, worker flags."""
   flags.DEFINE_string("model_dir", None, "The trainer's model directory.")
-  flags.DEFINE_boolean("use_tpu", False, "Embed on a TPU (TPUStrategy).")
+  flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES),
+                    "tf.distribute strategy of the embedding (as every training job's).")
+  flags.DEFINE_boolean("use_tpu", False, "The original's spelling of --strategy=tpu.")
   flags.DEFINE_list("tpu_workers", None, "TPU name(s) / grpc addresses (the first is used).")
   flags.DEFINE_integer("tpu_cores", None, "TPU cores per worker (informational; the "
                        "strategy uses all cores of the TPU).")
@@ -449,8 +452,7 @@ def define_flags():
   flags.DEFINE_integer("task_index", 0, "This worker's index (0 = chief).")
   flags.DEFINE_integer("num_tasks", 1, "The number of embedding workers.")
   flags.DEFINE_enum("distribution", "default", ["default", "mirrored"],
-                    "Strategy without --use_tpu: the default one or MirroredStrategy over "
-                    "the local GPUs.")
+                    "Older spelling of --strategy=default|mirrored.")
   flags.DEFINE_integer("candidate_seq_len", None, "Override of config.json.")
   flags.DEFINE_string("vocab_path", None, "Override of config.json.")
   flags.DEFINE_boolean("do_lower_case", None, "Override of config.json.")
@@ -466,15 +468,12 @@ def define_flags():
 
 
 def make_strategy() -> tf.distribute.Strategy:
-  if FLAGS.use_tpu:
-    tpu = FLAGS.tpu_workers[0] if FLAGS.tpu_workers else ""
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  if FLAGS.distribution == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  return tf.distribute.get_strategy()
+  """The strategy of --strategy (or of the original's --use_tpu / --tpu_workers)."""
+  name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
+  if name == "default" and FLAGS.distribution != "default":
+    name = FLAGS.distribution
+  tpu = FLAGS.tpu_workers[0] if name == "tpu" and FLAGS.tpu_workers else None
+  return strategies.make_strategy(name, tpu)
 
 
 def main(argv):

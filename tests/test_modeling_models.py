@@ -31,7 +31,7 @@ def test_presets():
 
 def test_config_json_round_trip(tmp_path):
   config = RealmConfig.preset("tiny", share_embedders=False, num_train_steps=1000,
-                              train_preprocessing_servers=["localhost:8888"])
+                              seed=7)
   path = config.save(str(tmp_path))
   assert path.endswith("config.json")
   loaded = RealmConfig.load(str(tmp_path))
@@ -40,6 +40,12 @@ def test_config_json_round_trip(tmp_path):
   assert json.loads(open(path).read())["bert"]["num_hidden_layers"] == 2
   with pytest.raises(ValueError, match="unknown_key"):
     RealmConfig.from_dict(dict(config.to_dict(), unknown_key=1))
+  # A config.json of an earlier version: its unused Estimator-era keys are dropped and
+  # tf_random_seed is read as seed.
+  legacy = dict(config.to_dict(), eval_throttle_secs=600, bert_hub_module_handle="x",
+                train_preprocessing_servers=None)
+  legacy["tf_random_seed"] = legacy.pop("seed")
+  assert RealmConfig.from_dict(legacy) == config
 
 
 def test_config_validation():

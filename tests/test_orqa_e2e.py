@@ -79,7 +79,7 @@ def test_ict_encode_finetune_predict_evaluate(tmp_path):
        "--eval_batch_size=12", "--num_train_steps=40", "--num_warmup_steps=4",
        "--save_checkpoints_steps=1000", "--block_seq_len=144", "--query_seq_len=32",
        "--learning_rate=5e-4", "--num_eval_steps=1", "--projection_dropout_rate=0",
-       "--bert_dropout_rate=0", "--encode", f"--retrieval_corpus={blocks}-*",
+       "--bert_dropout_rate=0", "--encode", f"--retrieval_corpus_path={blocks}-*",
        "--searcher=brute_force", "--encode_batch_size=64", f"--seed={SEED}",
        log_path=str(work / "ict.log"))
   encoded = os.path.join(ict_dir, "export", "encoded")

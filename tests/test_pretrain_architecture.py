@@ -160,7 +160,7 @@ class _Flags(types.SimpleNamespace):
 
 def _pretrain_config(monkeypatch, vocab_path, **flag_values):
   values = dict(share_embedders=True, separate_candidate_segments=True,
-                do_lower_case=True, keep_checkpoint_max=5, tf_random_seed=0,
+                do_lower_case=True, keep_checkpoint_max=5, seed=0,
                 recompute_activations=False, precision="auto", jit_compile=None,
                 micro_batches=1,
                 query_seq_len=8, candidate_seq_len=12, num_candidates=3, max_masks=2,

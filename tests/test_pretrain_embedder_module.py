@@ -66,7 +66,7 @@ def modules(tmp_path_factory):
 
 def _config(monkeypatch, **flag_values):
   values = dict(share_embedders=True, separate_candidate_segments=True,
-                do_lower_case=True, keep_checkpoint_max=5, tf_random_seed=0,
+                do_lower_case=True, keep_checkpoint_max=5, seed=0,
                 recompute_activations=False, precision="auto", jit_compile=None,
                 micro_batches=1,
                 query_seq_len=QUERY_SEQ_LEN, candidate_seq_len=12, num_candidates=3,

@@ -16,7 +16,7 @@ Two dataclasses, both JSON round-trippable:
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
@@ -121,6 +121,14 @@ PRESETS = {
 }
 
 
+# Keys of config.json files written by earlier versions: Estimator-era loop settings and
+# initial-weight paths that nothing read are dropped; `tf_random_seed` is now `seed`.
+_REMOVED_KEYS = frozenset({"eval_throttle_secs", "eval_start_delay_secs", "num_input_threads",
+                           "train_preprocessing_servers", "eval_preprocessing_servers",
+                           "bert_hub_module_handle", "embedder_hub_module_handle"})
+_RENAMED_KEYS = {"tf_random_seed": "seed"}
+
+
 @dataclasses.dataclass
 class RealmConfig:
   """Everything the REALM trainer needs; written to model_dir/config.json.
@@ -143,7 +151,8 @@ class RealmConfig:
   weight_decay_rate, adam_beta_1, adam_beta_2, adam_epsilon, clip_norm.
 
   Loop: batch_size and eval_batch_size are *global* batch sizes; the remaining
-  fields keep the original's flag names and defaults.
+  fields keep the original's flag names and defaults; seed seeds initialization and
+  example generation (the original's `tf_random_seed`).
 
   Compute (memory and speed, not the math; `realm_tf.modeling.precision`):
     recompute_activations: recompute each transformer layer's activations in the backward
@@ -170,9 +179,6 @@ class RealmConfig:
   max_masks: int = 10
   vocab_path: Optional[str] = None
   do_lower_case: bool = True
-  # Initial weights (paths or hub handles; the original's module handles).
-  bert_hub_module_handle: Optional[str] = None
-  embedder_hub_module_handle: Optional[str] = None
   # Optimizer (BERT's AdamW).
   learning_rate: float = 3e-5
   num_train_steps: int = 200000
@@ -188,12 +194,7 @@ class RealmConfig:
   num_eval_steps: Optional[int] = None
   save_checkpoints_steps: int = 1000
   keep_checkpoint_max: int = 5
-  eval_throttle_secs: int = 600
-  eval_start_delay_secs: int = 120
-  tf_random_seed: Optional[int] = None
-  num_input_threads: int = 12
-  train_preprocessing_servers: Optional[List[str]] = None
-  eval_preprocessing_servers: Optional[List[str]] = None
+  seed: Optional[int] = None
   # Compute.
   recompute_activations: bool = False
   precision: str = "auto"
@@ -245,8 +246,8 @@ class RealmConfig:
 
   @classmethod
   def from_dict(cls, d: Dict[str, Any]) -> "RealmConfig":
+    d = {_RENAMED_KEYS.get(k, k): v for k, v in d.items() if k not in _REMOVED_KEYS}
     _check_keys(cls, d)
-    d = dict(d)
     for key in ("bert", "embedder"):
       if key in d and isinstance(d[key], dict):
         d[key] = BertConfig.from_dict(d[key])
