@@ -29,6 +29,7 @@ from orqa import qa_data
 from orqa import span_scorer
 from orqa import training_utils
 from realm_tf import errors
+from realm_tf.modeling import config as config_lib
 from realm_tf.modeling import optimizer as optimizer_lib
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
@@ -114,10 +115,7 @@ class FinetuneConfig:
 
   @classmethod
   def from_dict(cls, values: Dict[str, Any]) -> "FinetuneConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-      raise errors.ArgumentError(f"Unknown FinetuneConfig keys {unknown}.")
+    config_lib.check_known_keys(cls, values)
     values = dict(values, model=finetune_lib.ModelParams(**values["model"]))
     return cls(**values)
 

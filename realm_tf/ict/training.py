@@ -21,7 +21,6 @@ import tensorflow as tf
 
 from realm_tf.ict import dataset as ict_dataset
 from realm_tf.ict import model as ict_model
-from realm_tf.modeling.config import default_num_warmup_steps
 from realm_tf.modeling.optimizer import bert_adamw
 from realm_tf.retrieval import answer_recall
 from realm_tf.tokenization import Tokenizer
@@ -67,12 +66,6 @@ class IctConfig:
         raise ValueError(f"IctConfig.{name} must be positive, got {getattr(self, name)}.")
     if not 0.0 <= self.mask_rate <= 1.0:
       raise ValueError(f"IctConfig.mask_rate must be in [0, 1], got {self.mask_rate}.")
-
-  @property
-  def warmup_steps(self) -> int:
-    if self.num_warmup_steps is not None:
-      return self.num_warmup_steps
-    return default_num_warmup_steps(self.num_train_steps)
 
   def save(self, model_dir: str) -> str:
     """Writes `model_dir/ict_config.json` atomically; returns its path."""
@@ -198,7 +191,8 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
                        f"{replicas} replicas.")
   config.save(model_dir)
   with strategy.scope():
-    optimizer = bert_adamw(config.learning_rate, config.num_train_steps, config.warmup_steps)
+    optimizer = bert_adamw(config.learning_rate, config.num_train_steps,
+                           config.num_warmup_steps)
     optimizer.build(embedder.trainable_variables)  # slots exist before a restore
   checkpoint = tf.train.Checkpoint(embedder=embedder, optimizer=optimizer)
   manager = tf.train.CheckpointManager(

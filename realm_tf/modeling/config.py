@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf import errors
 from realm_tf.modeling import precision as precision_lib
 
 CONFIG_FILENAME = "config.json"
@@ -40,11 +41,14 @@ _HF_ACTIVATION_ALIASES = {
 }
 
 
-def _check_keys(cls, d: Dict[str, Any]):
+def check_known_keys(cls, d: Dict[str, Any]) -> None:
+  """Refuses keys of `d` that are not fields of the dataclass `cls` (a saved config of
+  another version or program), naming them: `errors.ArgumentError`."""
   known = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(d) - known)
   if unknown:
-    raise ValueError(f"Unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}.")
+    raise errors.ArgumentError(
+        f"Unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}.")
 
 
 @dataclasses.dataclass
@@ -90,7 +94,7 @@ class BertConfig:
 
   @classmethod
   def from_dict(cls, d: Dict[str, Any]) -> "BertConfig":
-    _check_keys(cls, d)
+    check_known_keys(cls, d)
     return cls(**d)
 
   @classmethod
@@ -247,7 +251,7 @@ class RealmConfig:
   @classmethod
   def from_dict(cls, d: Dict[str, Any]) -> "RealmConfig":
     d = {_RENAMED_KEYS.get(k, k): v for k, v in d.items() if k not in _REMOVED_KEYS}
-    _check_keys(cls, d)
+    check_known_keys(cls, d)
     for key in ("bert", "embedder"):
       if key in d and isinstance(d[key], dict):
         d[key] = BertConfig.from_dict(d[key])
