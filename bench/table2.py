@@ -574,9 +574,10 @@ class Runner:
       return {}
     with open(metrics_path, encoding="utf-8") as m:
       test = json.load(m)
-    best = os.path.join(model_dir, "export", "best_default", "best_metric.txt")
+    best = os.path.join(model_dir, "export", "best_default", "best_metric.json")
     with open(best, encoding="utf-8") as b:
-      best_step, best_em = b.read().split()
+      record = json.load(b)
+    best_step, best_em = record["global_step"], record["value"]
     return dict(train_secs=train_wall, test_secs=predict_wall, reader=reader,
                 dev_curve=_read_jsonl(os.path.join(model_dir, "eval_results.jsonl")),
                 selected_step=int(best_step), selected_dev_em=float(best_em),

@@ -31,7 +31,7 @@ Every `--save_checkpoints_steps` steps (and at the end): a checkpoint in
 `model_dir/checkpoints/`, an evaluation on `--dev_path` (exact_match, official_exact_match,
 reader_oracle, top_k_match; TensorBoard `logs/eval` and `eval_results.jsonl`), and, when
 exact_match improves, the best export `model_dir/export/best_default/` (`checkpoint/`
-with a copy of the checkpoint, `best_metric.txt` = "<step> <value>", `all_metrics.txt`)
+with a copy of the checkpoint, and `best_metric.json`: the value, its step, every metric)
 that `orqa.predict` restores.
 Training resumes from the newest checkpoint. `--refresh_index_every_steps=N` re-embeds the
 blocks with the current question tower every N steps (used as the document tower; no

@@ -14,7 +14,6 @@ config, with the span MLP width resolved, is saved as `model_dir/params.json`
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Dict, Optional
@@ -35,6 +34,7 @@ from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
+from realm_tf.training import best_metric
 from realm_tf.training import eval_results
 
 DEFAULT_SPAN_HIDDEN_SIZE = 256  # The original's span_hidden_size (orqa_experiment.py).
@@ -150,10 +150,9 @@ def resolve_span_scorer(config: FinetuneConfig):
 class BestExporter:
   """Keeps `model_dir/export/best_default/` on the best `exact_match` so far.
 
-  The export holds `checkpoint/` (a copy of the checkpoint), `best_metric.txt`
-  ("<step> <value>") and `all_metrics.txt`. The best value lives on disk, so it survives
-  restarts (the original's exporter in `language/common/utils/exporters.py` kept it in
-  memory).
+  The export holds `checkpoint/` (a copy of the checkpoint) and `best_metric.json`
+  (`realm_tf.training.best_metric`: the value, its step and every eval metric), and is
+  replaced atomically.
   """
 
   def __init__(self, model_dir: str, metric: str = "exact_match"):
@@ -161,26 +160,19 @@ class BestExporter:
     self.metric = metric
 
   def best(self) -> Optional[float]:
-    path = os.path.join(self.directory, "best_metric.txt")
-    if not tf.io.gfile.exists(path):
-      return None
-    with tf.io.gfile.GFile(path, "r") as f:
-      return float(f.read().split()[1])
+    return best_metric.read(self.directory, self.metric)
 
   def maybe_export(self, checkpoint_path: str, step: int, metrics) -> bool:
     value = metrics[self.metric]
-    best = self.best()
-    if best is not None and value <= best:
+    if not best_metric.improves(value, self.best()):
       return False
     staging = export_dirs.temp_dir_for(self.directory)
     target = os.path.join(staging, "checkpoint")
     tf.io.gfile.makedirs(target)
     for path in tf.io.gfile.glob(checkpoint_path + ".*"):
       tf.io.gfile.copy(path, os.path.join(target, os.path.basename(path)))
-    with tf.io.gfile.GFile(os.path.join(staging, "best_metric.txt"), "w") as f:
-      f.write(f"{step} {value}\n")
-    with tf.io.gfile.GFile(os.path.join(staging, "all_metrics.txt"), "w") as f:
-      f.write(json.dumps(dict(metrics, global_step=step), indent=2, sort_keys=True) + "\n")
+    with tf.io.gfile.GFile(os.path.join(staging, best_metric.FILENAME), "w") as f:
+      f.write(best_metric.record_text(self.metric, step, metrics))
     old = None
     if tf.io.gfile.exists(self.directory):
       old = export_dirs.temp_dir_for(self.directory)

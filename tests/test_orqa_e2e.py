@@ -101,9 +101,11 @@ def test_ict_encode_finetune_predict_evaluate(tmp_path):
   with open(os.path.join(model_dir, "eval_results.jsonl"), encoding="utf-8") as f:
     evals = [json.loads(line) for line in f]
   assert [e["global_step"] for e in evals] == [0, STEPS]
-  with open(os.path.join(model_dir, "export", "best_default", "best_metric.txt"),
+  with open(os.path.join(model_dir, "export", "best_default", "best_metric.json"),
             encoding="utf-8") as f:
-    assert f.read().split()[0] == str(STEPS)
+    best = json.load(f)
+  assert best["metric"] == "exact_match" and best["global_step"] == STEPS
+  assert best["value"] == best["metrics"]["exact_match"] == evals[-1]["exact_match"]
 
   # Predict and evaluate the fine-tuned checkpoint from the CLI (untrained: the step-0 eval).
   predictions = str(work / "predictions.jsonl")

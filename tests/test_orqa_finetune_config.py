@@ -121,7 +121,7 @@ def test_train_from_a_config_alone(tmp_path, serving_shared_base):
   assert [r["global_step"] for r in eval_results.read(model_dir)] == [0, 1, 2]
   assert finetune_training.FinetuneConfig.load(model_dir) == config
   assert os.path.exists(os.path.join(model_dir, "export", finetune_lib.BEST_DIR,
-                                     "best_metric.txt"))
+                                     "best_metric.json"))
   # orqa.predict rebuilds and restores that model_dir from params.json alone.
   assert predict.predict(model_dir, dev_path, str(tmp_path / "pred.jsonl"), batch_size=2,
                          num_retrieved=2) == 4

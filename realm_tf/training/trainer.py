@@ -1,9 +1,13 @@
-"""The REALM training loop: custom `strategy.run` steps, checkpoints, eval, exports.
+"""The REALM pre-training job as an Orbit loop: steps, checkpoints, eval, exports.
 
 Replaces the original's Estimator `train_and_evaluate` (`language/realm/train_realm.py`,
-`language/common/utils/experiment_utils.py`) with:
+`language/common/utils/experiment_utils.py`). `Trainer` builds the model and optimizer
+under the strategy and drives `RealmRunner` (an `orbit.StandardTrainer` +
+`orbit.AbstractEvaluator`) with `orbit.Controller`, as ICT and ORQA fine-tuning do:
 * a `tf.train.CheckpointManager` (model + optimizer, slots included) that a killed run
-  resumes from at the same step;
+  resumes from at the same step, written every `save_checkpoints_steps`;
+* the examples come from an `ExampleStream`, whose pass ends when the refresh job
+  commits a new index; the runner's iterator then starts the next pass, retrieving from it;
 * periodic evaluation on the eval split, token-weighted over `num_eval_steps` batches:
   loss and MLM accuracy of the marginal prediction and of the null document alone (what
   the reader knows without retrieval), `retrieval_utility` (their log-likelihood
@@ -11,17 +15,18 @@ Replaces the original's Estimator `train_and_evaluate` (`language/realm/train_re
   recall@k of the current index for them (the REALM paper's Table 2 metric); each
   evaluation is also appended to `eval_results.jsonl`;
 * exports every `export_steps`: `export/tf_hub/<ts>` (the refresh job's input) and, when
-  `retrieval_utility` improves, `export/tf_hub_best/<ts>` with the best value kept on disk
-  so it survives restarts (the original kept it in memory);
-* TensorBoard scalars under `logs/`, and progress with steps/s and examples/s.
+  `retrieval_utility` improves, `export/tf_hub_best/<ts>` with `best_metric.json`
+  (`realm_tf.training.best_metric`);
+* TensorBoard scalars under `logs/{train,eval}`, and progress lines with steps/s and
+  examples/s every `log_every_steps`.
 """
 
-import json
 import os
 import time
 from typing import Callable, Dict, Optional
 
 from absl import logging
+import orbit
 import tensorflow as tf
 
 from realm_tf import tf_hub_modules as tf_hub
@@ -34,93 +39,106 @@ from realm_tf.modeling.training import make_train_step
 from realm_tf.retrieval import answer_recall
 from realm_tf.retrieval import export_dirs
 from realm_tf.tokenization import Tokenizer
+from realm_tf.training import best_metric
 from realm_tf.training import eval_results
 from realm_tf.training import strategies
 
-BEST_METRIC_FILE = "best_metric.json"
 BEST_METRIC = "retrieval_utility"
 EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "delay", "examples")
 
 
 def read_best_metric(model_dir: str) -> Optional[float]:
   """The best eval `retrieval_utility` so far (kept in export/tf_hub_best/)."""
-  path = os.path.join(export_dirs.export_base(model_dir, "tf_hub_best"), BEST_METRIC_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return float(json.load(f)[BEST_METRIC])
+  return best_metric.read(export_dirs.export_base(model_dir, "tf_hub_best"), BEST_METRIC)
 
 
-def write_best_metric(model_dir: str, value: float, step: int) -> None:
-  base = export_dirs.export_base(model_dir, "tf_hub_best")
-  os.makedirs(base, exist_ok=True)
-  export_dirs.write_text_atomic(os.path.join(base, BEST_METRIC_FILE),
-                                json.dumps({BEST_METRIC: value, "global_step": step}))
+class _Batches:
+  """Endless iterator over a stream's distributed batches.
 
-
-class Trainer:
-  """Trains a `RealmModel` on an `ExampleStream` under a `tf.distribute` strategy.
-
-  Args:
-    config: the `RealmConfig` (batch sizes are global).
-    model_dir: checkpoints, exports and logs go here.
-    strategy: the distribution strategy.
-    tokenizer: exported with the modules.
-    train_stream, eval_stream: example streams (the eval one deterministic).
-    export_steps: export, evaluate and maybe export-best every this many steps.
-    num_eval_steps: eval batches per evaluation.
-    log_every_steps: progress and TensorBoard cadence.
-    jit_compile: XLA-compile the forward/backward pass.
-    on_log: called at every log step (e.g. to supervise the refresh job).
-    zero_shot: questions whose zero-shot answer recall is evaluated (None: none).
+  A pass over the stream ends when the refresh job commits a new index; the next pass
+  retrieves from it. Three passes in a row without one full batch raise.
   """
 
-  def __init__(self, config: RealmConfig, model_dir: str, strategy: tf.distribute.Strategy,
-               tokenizer: Tokenizer, train_stream: ExampleStream,
-               eval_stream: Optional[ExampleStream], export_steps: int,
-               num_eval_steps: int, log_every_steps: int = 10, jit_compile: bool = False,
-               on_log: Optional[Callable[[], None]] = None,
-               zero_shot: Optional[answer_recall.ZeroShotRecall] = None):
-    self.config = config
-    self.model_dir = model_dir
+  def __init__(self, stream: ExampleStream, strategy: tf.distribute.Strategy):
+    self.stream = stream
     self.strategy = strategy
-    self.tokenizer = tokenizer
+    self._iterator = None
+    self._produced = False
+    self._empty_passes = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    while True:
+      if self._iterator is None:
+        self._iterator = iter(self.strategy.experimental_distribute_dataset(
+            self.stream.dataset()))
+        self._produced = False
+      try:
+        batch = next(self._iterator)
+      except StopIteration:
+        self._iterator = None
+        self._empty_passes = 0 if self._produced else self._empty_passes + 1
+        if self._empty_passes >= 3:
+          raise RuntimeError(  # pylint: disable=raise-missing-from
+              f"Three passes over the training shards produced no full batch of "
+              f"{self.stream.batch_size} examples; counters: {self.stream.counts()}")
+        continue
+      self._produced = True
+      return batch
+
+
+class RealmRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
+  """Orbit trainer and evaluator of one `RealmModel` (the loop is `orbit.Controller`).
+
+  A training loop's output is the mean of the steps' `loss`, `retrieval_utility` and
+  `off_policy_delay_mins`, the learning rate, steps/s, examples/s and the example
+  generation counters. Evaluation sums over `num_steps` batches of the (deterministic)
+  eval stream, plus the zero-shot answer recall of `zero_shot`'s questions.
+  """
+
+  def __init__(self, model: RealmModel, optimizer, strategy: tf.distribute.Strategy,
+               config: RealmConfig, train_stream: ExampleStream,
+               eval_stream: Optional[ExampleStream], jit_compile: bool = False,
+               zero_shot: Optional[answer_recall.ZeroShotRecall] = None):
+    self.model = model
+    self.optimizer = optimizer
+    self.strategy = strategy
+    self.config = config
     self.train_stream = train_stream
     self.eval_stream = eval_stream
-    self.export_steps = export_steps
-    self.num_eval_steps = num_eval_steps
-    self.log_every_steps = log_every_steps
-    self.on_log = on_log
     self.zero_shot = zero_shot
-    self.chief = strategies.is_chief(strategy)
-    with strategy.scope(), precision.policy_scope(config.precision):
-      self.model = RealmModel(config).build_variables()
-      self.optimizer = create_optimizer(config)
-      # Slots exist before a restore, so resumed runs get their exact values.
-      self.optimizer.build(self.model.trainable_variables)
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(model_dir, "checkpoints"),
-        max_to_keep=config.keep_checkpoint_max, step_counter=self.optimizer.iterations,
-        checkpoint_interval=config.save_checkpoints_steps)
-    self.train_step = make_train_step(self.model, self.optimizer, strategy, jit_compile)
-    self.eval_step = self._make_eval_step()
-    logs = os.path.join(model_dir, "logs")
-    self.train_writer = tf.summary.create_file_writer(os.path.join(logs, "train"))
-    self.eval_writer = tf.summary.create_file_writer(os.path.join(logs, "eval"))
+    self._train_step = make_train_step(model, optimizer, strategy, jit_compile)
+    self._eval_step = self._make_eval_step()
+    self._sums, self._steps = None, 0
+    self._loop_start = None
+    # Python-driven loops: a new pass over the stream (a new index) starts between steps.
+    orbit.StandardTrainer.__init__(self, _Batches(train_stream, strategy),
+                                   options=orbit.StandardTrainerOptions(
+                                       use_tf_function=False, use_tf_while_loop=False))
 
-  @property
-  def step(self) -> int:
-    return int(self.optimizer.iterations.numpy())
+  def train_loop_begin(self):
+    self._sums, self._steps = None, 0
+    self._loop_start = time.monotonic()
 
-  def restore(self) -> bool:
-    """Restores the newest checkpoint; returns whether there was one."""
-    path = self.manager.restore_or_initialize()
-    if path:
-      logging.info("Resumed from %s at step %d", path, self.step)
-    return bool(path)
+  def train_step(self, iterator):
+    values = self._train_step(next(iterator))
+    self._sums = values if self._sums is None else {
+        k: self._sums[k] + values[k] for k in self._sums}
+    self._steps += 1
 
-  # ------------------------------------------------------------------------------ eval
+  def train_loop_end(self):
+    steps = self._steps
+    metrics = {k: float(v) / steps for k, v in self._sums.items()}
+    step = self.optimizer.iterations
+    rate = self.optimizer.learning_rate
+    metrics["learning_rate"] = float(rate(step) if callable(rate) else rate)
+    metrics["steps_per_sec"] = steps / max(time.monotonic() - self._loop_start, 1e-9)
+    metrics["examples_per_sec"] = metrics["steps_per_sec"] * self.config.batch_size
+    metrics.update({f"generation/{k}": float(v)
+                    for k, v in self.train_stream.counts().items()})
+    return metrics
 
   def _make_eval_step(self):
     model = self.model
@@ -157,13 +175,12 @@ class Trainer:
 
     return eval_step
 
-  def evaluate(self) -> Dict[str, float]:
-    """Metrics over `num_eval_steps` batches of the (deterministic) eval stream, and the
-    zero-shot answer recall of `zero_shot`'s questions against the current index."""
+  def evaluate(self, num_steps):
+    """Metrics over `num_steps` batches of the eval stream, and the zero-shot recall."""
     totals = dict.fromkeys(EVAL_SUMS, 0.0)
-    dataset = self.eval_stream.dataset().take(self.num_eval_steps)
+    dataset = self.eval_stream.dataset().take(int(num_steps))
     for batch in self.strategy.experimental_distribute_dataset(dataset):
-      for key, value in self.eval_step(batch).items():
+      for key, value in self._eval_step(batch).items():
         totals[key] += float(value)
     masks = max(totals["masks"], 1.0)
     metrics = dict(loss=totals["nll"] / masks, null_loss=totals["null_nll"] / masks,
@@ -174,21 +191,6 @@ class Trainer:
                    eval_examples=totals["examples"])
     if self.zero_shot is not None:
       metrics.update(self.zero_shot_recall())
-    with self.eval_writer.as_default(step=self.step):
-      for key, value in metrics.items():
-        tf.summary.scalar(key, value)
-    self.eval_writer.flush()
-    if self.chief:
-      eval_results.append(self.model_dir, self.step, metrics)
-    logging.info("eval at step %d: %s", self.step,
-                 " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    recall = "".join(f"  zero-shot {k} {v:.3f}" for k, v in metrics.items()
-                     if k.startswith("recall@"))
-    print(f"[eval] step {self.step}: loss {metrics['loss']:.4f} (null document "
-          f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
-          f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
-          f"{metrics['null_mlm_accuracy']:.4f})  off_policy_delay_mins "
-          f"{metrics['off_policy_delay_mins']:.2f}{recall}", flush=True)
     return metrics
 
   def zero_shot_recall(self) -> Dict[str, float]:
@@ -202,85 +204,138 @@ class Trainer:
     recall["index_timestamp"] = index.export_timestamp
     return recall
 
-  # --------------------------------------------------------------------------- exports
+
+class Trainer:
+  """Trains a `RealmModel` on an `ExampleStream` under a `tf.distribute` strategy.
+
+  The model and optimizer exist (and the newest checkpoint is restored) on construction,
+  so a caller can warm-start a fresh model before `train()`.
+
+  Args:
+    config: the `RealmConfig` (batch sizes are global).
+    model_dir: checkpoints, exports and logs go here.
+    strategy: the distribution strategy.
+    tokenizer: exported with the modules.
+    train_stream, eval_stream: example streams (the eval one deterministic).
+    export_steps: export, evaluate and maybe export-best every this many steps.
+    num_eval_steps: eval batches per evaluation.
+    log_every_steps: progress and TensorBoard cadence.
+    jit_compile: XLA-compile the forward/backward pass.
+    on_log: called after every training loop (e.g. to supervise the refresh job).
+    zero_shot: questions whose zero-shot answer recall is evaluated (None: none).
+  """
+
+  def __init__(self, config: RealmConfig, model_dir: str, strategy: tf.distribute.Strategy,
+               tokenizer: Tokenizer, train_stream: ExampleStream,
+               eval_stream: Optional[ExampleStream], export_steps: int,
+               num_eval_steps: int, log_every_steps: int = 10, jit_compile: bool = False,
+               on_log: Optional[Callable[[], None]] = None,
+               zero_shot: Optional[answer_recall.ZeroShotRecall] = None):
+    self.config = config
+    self.model_dir = model_dir
+    self.strategy = strategy
+    self.tokenizer = tokenizer
+    self.train_stream = train_stream
+    self.eval_stream = eval_stream
+    self.export_steps = export_steps
+    self.num_eval_steps = num_eval_steps if eval_stream is not None else 0
+    self.log_every_steps = log_every_steps
+    self.chief = strategies.is_chief(strategy)
+    with strategy.scope(), precision.policy_scope(config.precision):
+      self.model = RealmModel(config).build_variables()
+      self.optimizer = create_optimizer(config)
+      # Slots exist before a restore, so resumed runs get their exact values.
+      self.optimizer.build(self.model.trainable_variables)
+    self.manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=self.model, optimizer=self.optimizer),
+        os.path.join(model_dir, "checkpoints"), max_to_keep=config.keep_checkpoint_max,
+        step_counter=self.optimizer.iterations,
+        checkpoint_interval=config.save_checkpoints_steps)
+    self.runner = RealmRunner(self.model, self.optimizer, strategy, config, train_stream,
+                              eval_stream, jit_compile, zero_shot)
+    actions = [self._print_progress] + ([lambda _: on_log()] if on_log else [])
+    logs = os.path.join(model_dir, "logs")
+    # Restores the newest checkpoint, if any.
+    self.controller = orbit.Controller(
+        strategy=strategy, trainer=self.runner, evaluator=self.runner,
+        global_step=self.optimizer.iterations, steps_per_loop=self._steps_to_boundary,
+        checkpoint_manager=self.manager, summary_dir=os.path.join(logs, "train"),
+        eval_summary_dir=os.path.join(logs, "eval"), train_actions=actions,
+        eval_actions=[self._record_eval])
+
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def restore(self) -> bool:
+    """Whether the run resumed from a checkpoint (restored on construction)."""
+    path = self.manager.latest_checkpoint
+    if path:
+      logging.info("Resumed from %s at step %d", path, self.step)
+    return bool(path)
+
+  def _steps_to_boundary(self, step: int) -> int:
+    """Steps to the next progress line or checkpoint (a training loop's length)."""
+    every = (self.log_every_steps, self.config.save_checkpoints_steps)
+    return min(e - step % e for e in every if e)
+
+  def _print_progress(self, metrics) -> None:
+    step = self.step
+    if step % self.log_every_steps and step != self.config.num_train_steps:
+      return
+    generation = self.train_stream.current
+    print(f"step {step}/{self.config.num_train_steps}: loss {metrics['loss']:.4f}  "
+          f"retrieval_utility {metrics['retrieval_utility']:.4f}  "
+          f"{metrics['steps_per_sec']:.2f} steps/s {metrics['examples_per_sec']:.1f} "
+          f"examples/s  index ts {generation.export_timestamp if generation else '-'}",
+          flush=True)
+    logging.info("generation counters: %s", self.train_stream.counts())
+
+  def _record_eval(self, metrics) -> None:
+    metrics = {k: v for k, v in metrics.items() if k != "steps_per_second"}
+    if self.chief:
+      eval_results.append(self.model_dir, self.step, metrics)
+    recall = "".join(f"  zero-shot {k} {v:.3f}" for k, v in metrics.items()
+                     if k.startswith("recall@"))
+    print(f"[eval] step {self.step}: loss {metrics['loss']:.4f} (null document "
+          f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
+          f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
+          f"{metrics['null_mlm_accuracy']:.4f})  off_policy_delay_mins "
+          f"{metrics['off_policy_delay_mins']:.2f}{recall}", flush=True)
+
+  def evaluate(self) -> Dict[str, float]:
+    """One evaluation (TensorBoard `logs/eval`, `eval_results.jsonl`, a printed line)."""
+    return dict(self.controller.evaluate(steps=self.num_eval_steps))
 
   def export(self) -> Optional[Dict[str, float]]:
     """Evaluation, the latest export, and a best export when retrieval_utility improves."""
-    step = self.step
-    metrics = None
-    if self.eval_stream is not None and self.num_eval_steps:
-      metrics = self.evaluate()
+    metrics = self.evaluate() if self.num_eval_steps else None
     if self.chief:
-      best = read_best_metric(self.model_dir)
-      improved = metrics is not None and (best is None or metrics[BEST_METRIC] > best)
-      path = tf_hub.export_modules(self.model, self.tokenizer, self.model_dir, step,
+      best_dir = export_dirs.export_base(self.model_dir, "tf_hub_best")
+      improved = metrics is not None and best_metric.improves(
+          metrics[BEST_METRIC], best_metric.read(best_dir, BEST_METRIC))
+      path = tf_hub.export_modules(self.model, self.tokenizer, self.model_dir, self.step,
                                    also_to=("tf_hub_best",) if improved else ())
       if improved:
-        write_best_metric(self.model_dir, metrics[BEST_METRIC], step)
+        os.makedirs(best_dir, exist_ok=True)
+        export_dirs.write_text_atomic(os.path.join(best_dir, best_metric.FILENAME),
+                                      best_metric.record_text(BEST_METRIC, self.step,
+                                                              metrics))
       logging.info("Exported %s%s", path, " (new best)" if improved else "")
     return metrics
 
-  # ----------------------------------------------------------------------------- train
-
-  def _log(self, metrics, elapsed: float, steps: int) -> None:
-    step = self.step
-    steps_per_sec = steps / max(elapsed, 1e-9)
-    examples_per_sec = steps_per_sec * self.config.batch_size
-    counts = self.train_stream.counts()
-    generation = self.train_stream.current
-    values = {k: float(v) for k, v in metrics.items()}
-    print(f"step {step}/{self.config.num_train_steps}: loss {values['loss']:.4f}  "
-          f"retrieval_utility {values['retrieval_utility']:.4f}  {steps_per_sec:.2f} steps/s "
-          f"{examples_per_sec:.1f} examples/s  index ts "
-          f"{generation.export_timestamp if generation else '-'}", flush=True)
-    if self.chief:
-      with self.train_writer.as_default(step=step):
-        for key, value in values.items():
-          tf.summary.scalar(key, value)
-        tf.summary.scalar("steps_per_sec", steps_per_sec)
-        tf.summary.scalar("examples_per_sec", examples_per_sec)
-        tf.summary.scalar("learning_rate", self.optimizer.learning_rate(step)
-                          if callable(self.optimizer.learning_rate) else
-                          self.optimizer.learning_rate)
-        for key, value in counts.items():
-          tf.summary.scalar(f"generation/{key}", value)
-    logging.info("generation counters: %s", counts)
-
   def train(self) -> None:
-    """Trains to `config.num_train_steps`, exporting and evaluating on the way."""
+    """Trains to `config.num_train_steps`, exporting and evaluating every `export_steps`."""
     num_steps = self.config.num_train_steps
-    if self.step == 0 and self.eval_stream is not None and self.num_eval_steps:
+    if self.step == 0 and self.num_eval_steps:
       self.evaluate()  # the starting point (e.g. the ICT warm start) of the learning curve
-    iterator, empty_passes = None, 0
-    window_start, window_steps = time.time(), 0
+    exported = False
     while self.step < num_steps:
-      if iterator is None:
-        iterator = iter(self.strategy.experimental_distribute_dataset(
-            self.train_stream.dataset()))
-        produced = False
-      try:
-        batch = next(iterator)
-      except StopIteration:
-        iterator = None
-        empty_passes = 0 if produced else empty_passes + 1
-        if empty_passes >= 3:
-          raise RuntimeError(f"Three passes over the training shards produced no full "
-                             f"batch of {self.config.batch_size} examples; counters: "
-                             f"{self.train_stream.counts()}")
-        continue
-      produced = True
-      metrics = self.train_step(batch)
-      window_steps += 1
-      step = self.step
+      target = min(num_steps, (self.step // self.export_steps + 1) * self.export_steps)
+      self.controller.train(steps=target, checkpoint_at_completion=target == num_steps)
+      self.export()
+      exported = self.step == num_steps
+    if not exported:  # A finished run, restarted: save and export the final model again.
       if self.chief:
-        self.manager.save(checkpoint_number=step, check_interval=True)
-      if step % self.log_every_steps == 0 or step == num_steps:
-        self._log(metrics, time.time() - window_start, window_steps)
-        window_start, window_steps = time.time(), 0
-        if self.on_log:
-          self.on_log()
-      if step % self.export_steps == 0 and step < num_steps:
-        self.export()
-    if self.chief:
-      self.manager.save(checkpoint_number=self.step, check_interval=False)
-    self.export()
+        self.manager.save(checkpoint_number=self.step, check_interval=False)
+      self.export()
