@@ -41,7 +41,7 @@ import tf_keras
 
 from orqa import modules
 from realm_tf import cli
-from realm_tf import refresh
+from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.ict import training as ict_training
 from realm_tf.retrieval import export_dirs
@@ -144,11 +144,11 @@ def encode_export(model_dir: str, retrieval_corpus: str, tokenizer, block_seq_le
                   strategy=None) -> str:
   """Embeds the corpus with the newest tf_hub export (REALM's refresher, once) and
   commits `export/encoded/<ts>/`; returns that directory."""
-  options = refresh.RefreshOptions(
+  options = refresher_lib.RefreshOptions(
       candidate_seq_len=block_seq_len, vocab_path=tokenizer.vocab_path,
       do_lower_case=tokenizer.do_lower_case, batch_size=batch_size, searcher=searcher,
       num_neighbors=num_neighbors)
-  refresher = refresh.Refresher(model_dir, retrieval_corpus, options, strategy=strategy)
+  refresher = refresher_lib.Refresher(model_dir, retrieval_corpus, options, strategy=strategy)
   options.num_neighbors = min(num_neighbors, refresher.num_blocks)
   with refresher.lock(wait_secs=0):  # A refresh job on this model_dir would race.
     encoded = refresher.refresh_once()

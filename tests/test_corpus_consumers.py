@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from orqa import finetune_lib
 from realm_tf import errors
-from realm_tf import refresh
+from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf import sample_data
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import build_retrieval_corpus
@@ -64,9 +64,9 @@ def _model_dir(tmp_path, vocab_path, seq_len=10):
 
 
 def _refresher(model_dir, pattern, **overrides):
-  options = refresh.options_from_config(model_dir, searcher="brute_force", batch_size=4,
+  options = refresher_lib.options_from_config(model_dir, searcher="brute_force", batch_size=4,
                                         num_neighbors=2, **overrides)
-  return refresh.Refresher(model_dir, pattern, options)
+  return refresher_lib.Refresher(model_dir, pattern, options)
 
 
 # ------------------------------------------------------------------ the vocabulary

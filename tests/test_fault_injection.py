@@ -19,7 +19,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from realm_tf import refresh
+from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import manifest as manifest_lib
@@ -138,8 +138,8 @@ def test_a_second_refresh_job_on_one_model_dir_is_refused(tmp_path, tiny_vocab_p
   model_dir.mkdir()
   (model_dir / "config.json").write_text(json.dumps(
       {"candidate_seq_len": 10, "vocab_path": tiny_vocab_path}))
-  options = refresh.options_from_config(str(model_dir), searcher="brute_force")
-  refresher = refresh.Refresher(str(model_dir), prefix, options)
+  options = refresher_lib.options_from_config(str(model_dir), searcher="brute_force")
+  refresher = refresher_lib.Refresher(str(model_dir), prefix, options)
   with refresher.lock():
     proc = subprocess.run(
         [sys.executable, "-m", "realm_tf.refresh", f"--model_dir={model_dir}",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf import refresh
+from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf.featurization.featurizer import _ragged_rows  # pylint: disable=protected-access
 from realm_tf.retrieval import encoded_export
 from realm_tf.retrieval import export_dirs
@@ -40,7 +40,7 @@ def _model_dir(tmp_path, corpus):
 
 
 def _expected_block_emb(corpus, seed):
-  refresher_featurizer = refresh.corpus_embedding.featurizer_for_documents(corpus["vocab"],
+  refresher_featurizer = refresher_lib.corpus_embedding.featurizer_for_documents(corpus["vocab"],
                                                                            SEQ_LEN)
   inputs = refresher_featurizer.featurize_documents_tf(
       _ragged_rows([b[0] for b in corpus["blocks"]]), _ragged_rows([b[1] for b in corpus["blocks"]]))
@@ -52,8 +52,8 @@ def _refresher(model_dir, corpus, **overrides):
   overrides.setdefault("batch_size", 16)
   overrides.setdefault("num_neighbors", 5)
   overrides.setdefault("poll_interval_secs", 0.05)
-  options = refresh.options_from_config(model_dir, **overrides)
-  return refresh.Refresher(model_dir, corpus["pattern"], options)
+  options = refresher_lib.options_from_config(model_dir, **overrides)
+  return refresher_lib.Refresher(model_dir, corpus["pattern"], options)
 
 
 def test_once_embeds_the_newest_export(tmp_path, corpus):
@@ -142,7 +142,7 @@ def test_two_tasks_split_the_shards(tmp_path, corpus):
   final = os.path.join(model_dir, "export", "encoded", "77")
   manifest = encoded_export.read_manifest(final)
   assert manifest["num_tasks"] == 2 and "wait_for_workers_secs" in manifest["timings"]
-  assert not os.path.exists(os.path.join(final, refresh.PARTIALS_DIR))
+  assert not os.path.exists(os.path.join(final, refresher_lib.PARTIALS_DIR))
   block_emb = tf.train.load_checkpoint(
       encoded_export.block_emb_prefix(final)).get_tensor("block_emb")
   np.testing.assert_allclose(block_emb, _expected_block_emb(corpus, seed=4), atol=1e-5)
@@ -150,9 +150,9 @@ def test_two_tasks_split_the_shards(tmp_path, corpus):
 
 def test_options_errors(tmp_path, corpus):
   with pytest.raises(ValueError, match="No vocab_path"):
-    refresh.options_from_config(str(tmp_path))
+    refresher_lib.options_from_config(str(tmp_path))
   with pytest.raises(ValueError, match="--searcher='annoy'"):
-    refresh.options_from_config(str(tmp_path), vocab_path=corpus["vocab"], searcher="annoy")
-  options = refresh.options_from_config(_model_dir(tmp_path, corpus), candidate_seq_len=None,
+    refresher_lib.options_from_config(str(tmp_path), vocab_path=corpus["vocab"], searcher="annoy")
+  options = refresher_lib.options_from_config(_model_dir(tmp_path, corpus), candidate_seq_len=None,
                                         do_lower_case=False)
   assert options.candidate_seq_len == SEQ_LEN and options.do_lower_case is False

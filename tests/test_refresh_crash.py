@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf import refresh
+from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf.featurization.featurizer import _ragged_rows  # pylint: disable=protected-access
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import encoded_export
@@ -48,10 +48,10 @@ def _setup(tmp_path):
 
 def _start(model_dir, tmp_path, searcher, pause_at=None):
   env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-  env.pop(refresh.PAUSE_AT_ENV, None)
+  env.pop(refresher_lib.PAUSE_AT_ENV, None)
   if pause_at:
-    env[refresh.PAUSE_AT_ENV] = pause_at
-    env[refresh.PAUSE_DIR_ENV] = str(tmp_path)
+    env[refresher_lib.PAUSE_AT_ENV] = pause_at
+    env[refresher_lib.PAUSE_DIR_ENV] = str(tmp_path)
   cmd = [sys.executable, "-m", "realm_tf.refresh", f"--model_dir={model_dir}",
          f"--retrieval_corpus_path={tmp_path}/corpus/blocks.tfr-*", f"--searcher={searcher}",
          "--once", "--predict_batch_size=8", "--num_neighbors=5"]
