@@ -1,6 +1,6 @@
 """Benchmark: ORQA fine-tuning steps, speed and memory against the machine's matmul limit.
 
-Runs `orqa.finetune_lib.make_train_step` (question tower, exact search over K block
+Runs `orqa.experiments.finetune_lib.make_train_step` (question tower, exact search over K block
 embeddings, has_answer over the retrieval beam, in-graph reader featurization of the top
 R blocks, reader BERT, span scorer, early-update retriever loss and marginal reader loss,
 BERT AdamW update) on synthetic data with the original's shapes: retrieval beam 5000,
@@ -32,7 +32,8 @@ import tensorflow as tf  # noqa: E402
 
 import step_bench  # noqa: E402
 from realm_tf import tf_hub_modules as tf_hub  # noqa: E402
-from orqa import finetune_lib, modules, orqa_model  # noqa: E402
+from orqa.experiments import finetune_lib  # noqa: E402
+from orqa.models import orqa_model, towers  # noqa: E402
 from realm_tf.modeling import flops as flops_lib  # noqa: E402
 from realm_tf.modeling import optimizer as optimizer_lib  # noqa: E402
 from realm_tf.modeling import precision as precision_lib  # noqa: E402
@@ -98,8 +99,8 @@ def build(args, corpus, work_dir):
                                  jit_compile=args["jit_compile"], **SHAPES)
   strategy = tf.distribute.get_strategy()
   with precision_lib.policy_scope(args["precision"]):
-    tower, retriever_tokenizer = modules.load_embedder_module(module_path)
-    reader, reader_tokenizer = modules.build_reader(modules.BertSource(
+    tower, retriever_tokenizer = towers.load_embedder_module(module_path)
+    reader, reader_tokenizer = towers.build_reader(towers.BertSource(
         preset=preset, vocab_path=corpus["vocab_path"]))
     model = orqa_model.OrqaModel(tower, retriever_tokenizer, reader, reader_tokenizer,
                                  index, config, name="orqa").build_variables()

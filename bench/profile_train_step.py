@@ -186,7 +186,8 @@ def orqa_scope(name: str, op_type: str) -> str:
 
 def profile_orqa(args, logdir):
   import orqa_train_step  # pylint: disable=g-import-not-at-top
-  from orqa import ops, titled_reader_features  # pylint: disable=g-import-not-at-top
+  from orqa.data import titled_reader_features  # pylint: disable=g-import-not-at-top
+  from orqa.ops import orqa_ops  # pylint: disable=g-import-not-at-top
   work_dir = args.work_dir or tempfile.mkdtemp(prefix="orqa_profile_")
   corpus = orqa_train_step.write_corpus(work_dir, args.num_blocks)
   one = dict(preset=args.preset, batch_size=args.batch_size, precision="float32",
@@ -211,7 +212,7 @@ def profile_orqa(args, logdir):
   def retrieval():
     ids, valid = model.index.search(question_emb, beam)
     bodies = tf.gather(model.index.bodies, ids)
-    return tf.cast(ops.has_answer_batch(bodies, answers), tf.int32) + tf.cast(valid, tf.int32)
+    return tf.cast(orqa_ops.has_answer_batch(bodies, answers), tf.int32) + tf.cast(valid, tf.int32)
 
   def featurize():
     f = titled_reader_features.featurize(
@@ -226,8 +227,8 @@ def profile_orqa(args, logdir):
                                        training=True)["sequence_output"]
     return model.reader(reader_inputs, training=True)["sequence_output"]
 
-  from orqa import spans  # pylint: disable=g-import-not-at-top
-  starts, ends, _ = spans.span_candidates(features.inputs.block_mask, config.max_span_width)
+  from orqa.data import answer_spans  # pylint: disable=g-import-not-at-top
+  starts, ends, _ = answer_spans.span_candidates(features.inputs.block_mask, config.max_span_width)
 
   def span_scores():
     return model.span_scorer(sequence, starts, ends)

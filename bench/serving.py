@@ -70,7 +70,7 @@ def main(argv):
   del argv
   from export import serving  # pylint: disable=g-import-not-at-top
   from tests import serving_testing  # pylint: disable=g-import-not-at-top
-  from orqa import jsonl_io  # pylint: disable=g-import-not-at-top
+  from orqa.data import jsonl_io  # pylint: disable=g-import-not-at-top
   from realm_tf import sample_data  # pylint: disable=g-import-not-at-top
   os.makedirs(FLAGS.work_dir, exist_ok=True)
   model_dir = FLAGS.finetuned_model

@@ -16,7 +16,7 @@ Layout (written under a temp name and renamed into place when complete):
   <output>/bert/ckpt-<step>       tf.train.Checkpoint(encoder=BertEncoderV2,
                                   masked_lm=MaskedLMHead (when the input has one)
                                   [, span_scorer=SpanScorer])
-  <output>/bert/span_scorer.npz   ORQA's span MLP as numpy (orqa.span_scorer.WEIGHT_NAMES)
+  <output>/bert/span_scorer.npz   ORQA's span MLP as numpy (orqa.models.span_scorer.WEIGHT_NAMES)
   <output>/tf_hub/embedder, tf_hub/bert    with --export_hub: the TF-Hub modules of
                                   (realm_tf.tf_hub_modules), the embedder with
                                   encoded/encoded.ckpt when there is a block index
@@ -43,7 +43,7 @@ from realm_tf import tf_hub_modules as tf_hub
 from export import weight_assign
 from export.imported import ImportedWeights
 from export.weight_assign import ConversionError
-from orqa.span_scorer import SpanScorer
+from orqa.models.span_scorer import SpanScorer
 from realm_tf.modeling import weights
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder

@@ -50,7 +50,7 @@ class ImportedWeights:
     embedder: the retriever tower (documents, and queries when `query_embedder` is None).
     query_embedder: a separate query tower (HF `RealmScorer` with unshared towers).
     reader: the reader BERT (REALM's knowledge-augmented encoder or ORQA's reader).
-    span_scorer: ORQA's span MLP (`orqa.span_scorer.WEIGHT_NAMES` -> tensor).
+    span_scorer: ORQA's span MLP (`orqa.models.span_scorer.WEIGHT_NAMES` -> tensor).
     projection_layer_norm_epsilon: epsilon of the embedder's projection LayerNorm.
     span_hidden_size, span_layer_norm_epsilon: the span scorer's S and epsilon.
     block_emb: the block-embedding index [K, D], and `block_emb_source` where it was.

@@ -53,11 +53,11 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from orqa import finetune_lib
-from orqa import modules
-from orqa import orqa_model
+from orqa.experiments import finetune_lib
+from orqa.models import towers
+from orqa.models import orqa_model
 from orqa import predict
-from orqa import training_utils
+from orqa.experiments import training_utils
 from realm_tf import cli
 from realm_tf import errors
 from realm_tf import tf_hub_modules
@@ -358,7 +358,7 @@ def export_serving_model(model_dir: str, output_dir: str, searcher: str = search
 
 def load(path: str):
   """Loads a serving SavedModel after registering its custom ops."""
-  modules.import_saved_model_ops()
+  towers.import_saved_model_ops()
   return tf.saved_model.load(path)
 
 

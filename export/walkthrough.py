@@ -34,7 +34,7 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
-from orqa import evaluation
+from orqa.evaluation import qa_metrics
 from realm_tf import cli
 from realm_tf import sample_data
 from realm_tf.featurization import showcase
@@ -122,7 +122,7 @@ def run_serving(finetune_dir: str, serving_dir: str) -> Dict[str, float]:
   for start in range(0, len(pairs), 32):
     batch = [p["question"] for p in pairs[start:start + 32]]
     answers.extend(a.decode() for a in serve(question=tf.constant(batch))["answer"].numpy())
-  correct = [evaluation.is_correct(p["answer"], a, is_regex=False)
+  correct = [qa_metrics.is_correct(p["answer"], a, is_regex=False)
              for p, a in zip(pairs, answers)]
   for pair, answer, ok in list(zip(pairs, answers, correct))[:NUM_ANSWERS_SHOWN]:
     print(f"  Q: {pair['question']}\n     A: {answer!r}  {'right' if ok else 'wrong'} "

@@ -5,7 +5,7 @@ Every converter (`export.tf1_checkpoints`, `export.hf_realm`) turns its input in
 `realm_tf.modeling.weights.canonical_targets` (`embeddings/word_embeddings`,
 `encoder/layer_0/attention/self/query/kernel`, `cls/predictions/output_bias`, ...) plus
 `projection/kernel|bias`, `projection_layer_norm/gamma|beta` for an embedder and the
-`orqa.span_scorer.WEIGHT_NAMES` for a span scorer. `assign_strict` then checks that the
+`orqa.models.span_scorer.WEIGHT_NAMES` for a span scorer. `assign_strict` then checks that the
 input and the model agree exactly, no variable missing, none left over, every shape
 equal, and raises one `ConversionError` listing every problem by the variable's name in
 the input and in the model, with both shapes, before anything is assigned.

@@ -11,7 +11,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from orqa import jsonl_io
+from orqa.data import jsonl_io
 from realm_tf import cli
 from realm_tf.ict import examples
 from realm_tf.tokenization import Tokenizer

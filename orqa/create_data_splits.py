@@ -14,8 +14,8 @@ from typing import Dict, Optional
 from absl import app
 from absl import flags
 
-from orqa import jsonl_io
-from orqa import qa_data
+from orqa.data import jsonl_io
+from orqa.data import qa_data
 from realm_tf import cli
 
 FLAGS = flags.FLAGS

@@ -21,14 +21,14 @@ from typing import Dict, List, Optional
 from absl import app
 from absl import flags
 
-from orqa import block_records
-from orqa import evaluation
-from orqa import jsonl_io
+from orqa.data import block_records
+from orqa.evaluation import qa_metrics
+from orqa.data import jsonl_io
 from realm_tf import cli
 from realm_tf import errors
 
-TEXT_FIELDS = evaluation.RETRIEVED_TEXT_FIELDS
-ID_FIELDS = evaluation.RETRIEVED_ID_FIELDS
+TEXT_FIELDS = qa_metrics.RETRIEVED_TEXT_FIELDS
+ID_FIELDS = qa_metrics.RETRIEVED_ID_FIELDS
 
 FLAGS = flags.FLAGS
 
@@ -45,7 +45,7 @@ def define_flags():
   flags.DEFINE_alias("predictions_path", "predictions")
   flags.DEFINE_boolean("is_regex", False,
                        "Reference answers are regular expressions (CuratedTREC only).")
-  flags.DEFINE_enum("answer_field", "answer", list(evaluation.ANSWER_FIELDS),
+  flags.DEFINE_enum("answer_field", "answer", list(qa_metrics.ANSWER_FIELDS),
                     "Reference answers: `answer`, or `answer` plus EfficientQA's "
                     "`def_correct_predictions`.")
   flags.DEFINE_string("blocks_path", None,
@@ -55,7 +55,7 @@ def define_flags():
   flags.DEFINE_string("block_text_field", "",
                       "Text field of --blocks_path (default: text for jsonl, body for "
                       "TFRecords).")
-  flags.DEFINE_list("recall_ks", [str(k) for k in evaluation.DEFAULT_RECALL_KS],
+  flags.DEFINE_list("recall_ks", [str(k) for k in qa_metrics.DEFAULT_RECALL_KS],
                     "Cut-offs k of the answer recall@k.")
   flags.DEFINE_string("output", None, "Optional JSON file for the metrics (written atomically).")
 
@@ -102,15 +102,15 @@ def retrieved_texts(predictions: Dict[str, dict], predictions_path: str,
 
 def run(references_path: str, predictions_path: str, is_regex: bool = False,
         answer_field: str = "answer", blocks_path: Optional[str] = None,
-        block_text_field: str = "", recall_ks=evaluation.DEFAULT_RECALL_KS,
+        block_text_field: str = "", recall_ks=qa_metrics.DEFAULT_RECALL_KS,
         output_path: Optional[str] = None) -> dict:
   """Computes (and prints, and optionally writes) every metric the predictions allow."""
-  evaluation.check_regex_flag(references_path, is_regex)
-  references = evaluation.read_references(references_path, answer_field)
+  qa_metrics.check_regex_flag(references_path, is_regex)
+  references = qa_metrics.read_references(references_path, answer_field)
   if not references:
     raise errors.InputFileError(references_path, None, "holds no references: nothing to "
                                 "score (an accuracy of 0/0 would mean nothing).")
-  predictions = evaluation.read_predictions(predictions_path)
+  predictions = qa_metrics.read_predictions(predictions_path)
   print(f"Found {len(references)} references in {references_path}")
   print(f"Found {len(predictions)} predictions in {predictions_path}")
   metrics = {"references": references_path, "predictions": predictions_path,
@@ -118,14 +118,14 @@ def run(references_path: str, predictions_path: str, is_regex: bool = False,
 
   answers = {q: r["prediction"] for q, r in predictions.items() if "prediction" in r}
   if answers:
-    em = evaluation.evaluate_predictions_impl(references, answers, is_regex)
+    em = qa_metrics.evaluate_predictions_impl(references, answers, is_regex)
     metrics["answer"] = em
     print(f"Found {em['missing_predictions']} missing predictions.")
     print(f"Accuracy: {em['accuracy']:.4f} ({em['num_correct']}/{em['num_total']})")
 
   retrieved = retrieved_texts(predictions, predictions_path, blocks_path, block_text_field)
   if retrieved:
-    recall = evaluation.answer_recall_at_k(references, retrieved, is_regex,
+    recall = qa_metrics.answer_recall_at_k(references, retrieved, is_regex,
                                            [int(k) for k in recall_ks])
     metrics["retrieval"] = recall
     for k, value in recall["top_k_accuracy"].items():

@@ -2,8 +2,8 @@ r"""ORQA fine-tuning for open-domain QA: `python -m orqa.finetune`.
 
 It replaces the original `language/orqa/experiments/orqa_experiment.py`. This module only
 maps the flags onto a `FinetuneConfig` (one field per flag) and calls
-`orqa.finetune_training.train(config, model_dir)`, which a notebook can call too (model:
-`orqa.orqa_model`; directory layout: docs/ARCHITECTURE.md).
+`orqa.experiments.finetune_training.train(config, model_dir)`, which a notebook can call too (model:
+`orqa.models.orqa_model`; directory layout: docs/ARCHITECTURE.md).
 
   python -m orqa.finetune --model_dir=orqa_dir \
       --retriever_module_path=realm_dir/export/encoded/<ts>/embedder \
@@ -59,8 +59,8 @@ from absl import flags
 from absl import logging
 import tf_keras
 
-from orqa import finetune_lib
-from orqa import finetune_training
+from orqa.experiments import finetune_lib
+from orqa.experiments import finetune_training
 from realm_tf import cli
 from realm_tf.modeling import precision
 from realm_tf.retrieval import searchers

@@ -39,7 +39,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
-from orqa import modules
+from orqa.models import towers
 from realm_tf import cli
 from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf import tf_hub_modules as tf_hub
@@ -110,10 +110,10 @@ def define_flags():
   flags.mark_flags_as_required(["model_dir", "examples_path"])
 
 
-def bert_source() -> modules.BertSource:
+def bert_source() -> towers.BertSource:
   if FLAGS.init_hf_bert and FLAGS.init_checkpoint:
     raise app.UsageError("Pass at most one of --init_hf_bert and --init_checkpoint.")
-  return modules.BertSource(path=FLAGS.init_hf_bert or FLAGS.init_checkpoint,
+  return towers.BertSource(path=FLAGS.init_hf_bert or FLAGS.init_checkpoint,
                             preset=FLAGS.bert_preset, vocab_path=FLAGS.vocab_path,
                             do_lower_case=FLAGS.do_lower_case,
                             dropout_rate=FLAGS.bert_dropout_rate,
@@ -180,7 +180,7 @@ def train(strategy: tf.distribute.Strategy):
     raise FileNotFoundError(f"No ICT examples match {FLAGS.examples_path!r} / "
                             f"{FLAGS.eval_examples_path!r}.")
   with strategy.scope():
-    embedder, tokenizer = modules.build_embedder(bert_source(), FLAGS.projection_size,
+    embedder, tokenizer = towers.build_embedder(bert_source(), FLAGS.projection_size,
                                                  FLAGS.projection_dropout_rate)
   config = ict_config()
   ict_training.train(embedder, tokenizer, config, FLAGS.model_dir, paths, eval_paths,

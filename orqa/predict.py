@@ -32,10 +32,10 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from orqa import finetune_lib
-from orqa import jsonl_io
-from orqa import qa_data
-from orqa import training_utils
+from orqa.experiments import finetune_lib
+from orqa.data import jsonl_io
+from orqa.data import qa_data
+from orqa.experiments import training_utils
 from realm_tf import cli
 from realm_tf import errors
 from realm_tf.retrieval import export_dirs

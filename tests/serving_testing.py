@@ -16,11 +16,11 @@ import tensorflow as tf
 import tf_keras
 
 from realm_tf import tf_hub_modules as tf_hub
-from orqa import finetune_lib
-from orqa import finetune_training
-from orqa import jsonl_io
-from orqa import modules
-from orqa import training_utils
+from orqa.experiments import finetune_lib
+from orqa.experiments import finetune_training
+from orqa.data import jsonl_io
+from orqa.models import towers
+from orqa.experiments import training_utils
 from realm_tf import locks
 from realm_tf import sample_data
 from realm_tf.featurization import bert_format
@@ -50,12 +50,12 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
   """Writes the tiny model_dir (module docstring); returns model_dir."""
   passages_path = passages_path or sample_data.PASSAGES_PATH
   tf_keras.utils.set_random_seed(seed)
-  # orqa.finetune_lib reads the `body` field of a passages jsonl (`text` in the sample).
+  # orqa.experiments.finetune_lib reads the `body` field of a passages jsonl (`text` in the sample).
   blocks_path = os.path.join(model_dir, "blocks.jsonl")
   jsonl_io.write_jsonl(blocks_path, [dict(r, body=r["text"]) for _, r in
                                      jsonl_io.read_jsonl(passages_path)])
-  source = modules.BertSource(preset="tiny", vocab_path=sample_data.VOCAB_PATH)
-  embedder, tokenizer = modules.build_embedder(source, projection_size=32)
+  source = towers.BertSource(preset="tiny", vocab_path=sample_data.VOCAB_PATH)
+  embedder, tokenizer = towers.build_embedder(source, projection_size=32)
   embedder_path = os.path.join(model_dir, "retriever", "embedder")
   tf_hub.save_embedder(embedder, tokenizer, embedder_path, query_seq_len=32)
   block_emb = _embed_passages(embedder, tokenizer, passages_path)

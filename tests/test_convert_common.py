@@ -13,8 +13,8 @@ import tf_keras
 from export import imported
 from export import weight_assign
 from export.weight_assign import ConversionError, SourceTensor
-from orqa import spans
-from orqa.span_scorer import SpanScorer
+from orqa.data import answer_spans
+from orqa.models.span_scorer import SpanScorer
 
 # A tiny BERT: 2 layers, hidden 64 in 2 heads of 32 (so the head count matters).
 TINY = dict(vocab_size=40, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -164,7 +164,7 @@ def keras_inputs():
 
 
 def span_candidates(max_width=3):
-  starts, ends, _ = spans.span_candidates(tf.ones([1, IDS.shape[1]], tf.int32), max_width)
+  starts, ends, _ = answer_spans.span_candidates(tf.ones([1, IDS.shape[1]], tf.int32), max_width)
   return starts.numpy(), ends.numpy()
 
 

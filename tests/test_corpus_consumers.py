@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orqa import finetune_lib
+from orqa.experiments import finetune_lib
 from realm_tf import errors
 from realm_tf.retrieval import refresher as refresher_lib
 from realm_tf import sample_data

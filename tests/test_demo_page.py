@@ -24,7 +24,7 @@ import tensorflow as tf
 from export import serving
 from tests import serving_testing
 from orqa import demo
-from orqa import jsonl_io
+from orqa.data import jsonl_io
 from realm_tf import sample_data
 
 CHROMIUM = "/usr/bin/chromium"

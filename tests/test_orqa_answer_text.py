@@ -1,4 +1,4 @@
-"""Tests of orqa.answer_text: wordpiece-to-original mapping and final answer text."""
+"""Tests of orqa.models.answer_text: wordpiece-to-original mapping and final answer text."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orqa import answer_text
+from orqa.models import answer_text
 from realm_tf import sample_data
 from realm_tf.tokenization import Tokenizer
 

@@ -1,4 +1,4 @@
-"""Tests of orqa.evaluation, orqa.block_records and the orqa.evaluate CLI."""
+"""Tests of orqa.evaluation.qa_metrics, orqa.data.block_records and the orqa.evaluate CLI."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import gzip
@@ -10,10 +10,10 @@ import sys
 import pytest
 import tensorflow as tf
 
-from orqa import block_records
+from orqa.data import block_records
 from orqa import evaluate
-from orqa import evaluation
-from orqa import jsonl_io
+from orqa.evaluation import qa_metrics
+from orqa.data import jsonl_io
 
 
 def _write_jsonl(path, records):
@@ -36,51 +36,51 @@ def _write_jsonl(path, records):
     ("tab\tand\nnewline", "tab and newline"),
 ])
 def test_normalize_answer(text, expected):
-  assert evaluation.normalize_answer(text) == expected
+  assert qa_metrics.normalize_answer(text) == expected
 
 
 def test_exact_match_score():
-  assert evaluation.exact_match_score("the Eiffel tower.", "Eiffel Tower")
-  assert evaluation.exact_match_score("Café", "cafe\u0301")
-  assert not evaluation.exact_match_score("Café", "Cafe")  # accents are kept
-  assert not evaluation.exact_match_score("Eiffel", "Eiffel Tower")
+  assert qa_metrics.exact_match_score("the Eiffel tower.", "Eiffel Tower")
+  assert qa_metrics.exact_match_score("Café", "cafe\u0301")
+  assert not qa_metrics.exact_match_score("Café", "Cafe")  # accents are kept
+  assert not qa_metrics.exact_match_score("Eiffel", "Eiffel Tower")
 
 
 def test_regex_match_score():
-  assert evaluation.regex_match_score("1889 or so", r"18\d\d")
-  assert evaluation.regex_match_score("NEW YORK", r"new\s?york")  # case-insensitive
+  assert qa_metrics.regex_match_score("1889 or so", r"18\d\d")
+  assert qa_metrics.regex_match_score("NEW YORK", r"new\s?york")  # case-insensitive
   # re.match is anchored at the start (not a search) ...
-  assert not evaluation.regex_match_score("in 1889", r"18\d\d")
+  assert not qa_metrics.regex_match_score("in 1889", r"18\d\d")
   # ... but not at the end, and MULTILINE does not let ^ skip the first line for match.
-  assert evaluation.regex_match_score("Sept 5", r"Sept?(ember)?")
-  assert not evaluation.regex_match_score("x\n1889", r"^1889")
-  assert evaluation.regex_match_score("Ünïcode", r"ünïcode")
+  assert qa_metrics.regex_match_score("Sept 5", r"Sept?(ember)?")
+  assert not qa_metrics.regex_match_score("x\n1889", r"^1889")
+  assert qa_metrics.regex_match_score("Ünïcode", r"ünïcode")
   # An invalid regex is simply wrong.
-  assert not evaluation.regex_match_score("abc", r"(abc")
+  assert not qa_metrics.regex_match_score("abc", r"(abc")
 
 
 def test_is_correct():
-  assert evaluation.is_correct(["Paris", "City of Light"], "the city of light", False)
-  assert not evaluation.is_correct(["Paris"], "London", False)
-  assert evaluation.is_correct([r"(", r"lon\w+"], "London", True)
-  assert not evaluation.is_correct([], "anything", False)
+  assert qa_metrics.is_correct(["Paris", "City of Light"], "the city of light", False)
+  assert not qa_metrics.is_correct(["Paris"], "London", False)
+  assert qa_metrics.is_correct([r"(", r"lon\w+"], "London", True)
+  assert not qa_metrics.is_correct([], "anything", False)
 
 
 def test_evaluate_predictions_impl_counts_missing_as_wrong():
   references = {"q1": ["Paris"], "q2": ["1889"], "q3": ["Nile"]}
   predictions = {"q1": "paris", "q2": "1890", "extra": "x"}
-  metrics = evaluation.evaluate_predictions_impl(references, predictions, False)
+  metrics = qa_metrics.evaluate_predictions_impl(references, predictions, False)
   assert metrics == dict(missing_predictions=1, num_correct=1, num_total=3,
                          accuracy=pytest.approx(1 / 3))
-  assert evaluation.evaluate_predictions_impl({}, {}, False)["accuracy"] == 0.0
+  assert qa_metrics.evaluate_predictions_impl({}, {}, False)["accuracy"] == 0.0
 
 
 def test_regex_flag_warning():
-  assert evaluation.check_regex_flag("data/curatedtrec.test.jsonl", True)
-  assert evaluation.check_regex_flag("data/CuratedTrec.resplit.dev.jsonl", True)
-  assert evaluation.check_regex_flag("data/nq.jsonl", False)
-  assert not evaluation.check_regex_flag("data/nq.jsonl", True)
-  assert not evaluation.check_regex_flag("data/CuratedTrec.test.jsonl", False)
+  assert qa_metrics.check_regex_flag("data/curatedtrec.test.jsonl", True)
+  assert qa_metrics.check_regex_flag("data/CuratedTrec.resplit.dev.jsonl", True)
+  assert qa_metrics.check_regex_flag("data/nq.jsonl", False)
+  assert not qa_metrics.check_regex_flag("data/nq.jsonl", True)
+  assert not qa_metrics.check_regex_flag("data/CuratedTrec.test.jsonl", False)
 
 
 def test_evaluate_predictions_files(tmp_path):
@@ -90,9 +90,9 @@ def test_evaluate_predictions_files(tmp_path):
       {"question": "q3", "answer": ["Nile"]}])
   preds = _write_jsonl(tmp_path / "preds.jsonl", [
       {"question": "q1", "prediction": "Paris."}, {"question": "q2", "prediction": "in 1889"}])
-  metrics = evaluation.evaluate_predictions(refs, preds, False)
+  metrics = qa_metrics.evaluate_predictions(refs, preds, False)
   assert (metrics["num_correct"], metrics["missing_predictions"]) == (1, 1)
-  metrics = evaluation.evaluate_predictions(refs, preds, False,
+  metrics = qa_metrics.evaluate_predictions(refs, preds, False,
                                             "answer_and_def_correct_predictions")
   assert metrics["num_correct"] == 2
 
@@ -101,26 +101,26 @@ def test_malformed_lines_name_file_and_line(tmp_path):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"question": "q", "answer": ["a"]}\n\nnot json\n', encoding="utf-8")
   with pytest.raises(jsonl_io.JsonlFormatError, match=r"bad.jsonl:3: not valid JSON"):
-    evaluation.read_references(str(path))
+    qa_metrics.read_references(str(path))
   path.write_text('{"question": "q", "answer": [1]}\n', encoding="utf-8")
   with pytest.raises(jsonl_io.JsonlFormatError, match=r"bad.jsonl:1: .*'answer'"):
-    evaluation.read_references(str(path))
+    qa_metrics.read_references(str(path))
   path.write_text('{"prediction": "x"}\n', encoding="utf-8")
   with pytest.raises(jsonl_io.JsonlFormatError, match=r"bad.jsonl:1: missing .*question"):
-    evaluation.read_predictions(str(path))
+    qa_metrics.read_predictions(str(path))
   with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-    evaluation.read_references(str(tmp_path / "missing.jsonl"))
+    qa_metrics.read_references(str(tmp_path / "missing.jsonl"))
 
 
 def test_answer_matcher_string_and_regex():
-  match = evaluation.make_answer_matcher(["May 18 , 2018", "the"], is_regex=False)
+  match = qa_metrics.make_answer_matcher(["May 18 , 2018", "the"], is_regex=False)
   assert match("It opened on May 18, 2018 in Paris.")
   assert not match("It opened on May 18 2019.")
   assert not match("The theatre")  # "the" normalizes to nothing: never matches
   # Whole tokens only: "paris" is not found inside "parisian".
-  match = evaluation.make_answer_matcher(["Paris"], is_regex=False)
+  match = qa_metrics.make_answer_matcher(["Paris"], is_regex=False)
   assert not match("A Parisian cafe.") and match("Cafes of PARIS!")
-  match = evaluation.make_answer_matcher([r"Long Island|New\s?York", "("], is_regex=True)
+  match = qa_metrics.make_answer_matcher([r"Long Island|New\s?York", "("], is_regex=True)
   assert match("flew from new york in 1927")  # re.search, case-insensitive
   assert not match("flew from Boston")
 
@@ -132,12 +132,12 @@ def test_answer_recall_at_k():
       "q2": ["nothing"] * 3 + ["The Nile river."],
       "q3": ["nothing"] * 30,
   }
-  recall = evaluation.answer_recall_at_k(references, retrieved, False, ks=(1, 5, 20))
+  recall = qa_metrics.answer_recall_at_k(references, retrieved, False, ks=(1, 5, 20))
   assert recall["top_k_accuracy"] == {"1": 0.25, "5": 0.5, "20": 0.5}
   assert recall["top_k_hits"] == {"1": 1, "5": 2, "20": 2}
   assert recall["num_questions"] == 4 and recall["missing_retrievals"] == 1
   with pytest.raises(ValueError):
-    evaluation.answer_recall_at_k(references, retrieved, False, ks=(0,))
+    qa_metrics.answer_recall_at_k(references, retrieved, False, ks=(0,))
 
 
 def test_evaluate_run_with_block_ids_and_output(tmp_path):

@@ -1,4 +1,4 @@
-"""`orqa.finetune_training`: the typed fine-tuning config and `train(config, model_dir)`.
+"""`orqa.experiments.finetune_training`: the typed fine-tuning config and `train(config, model_dir)`.
 
 The entry point maps every flag onto one `FinetuneConfig` field; the config is saved as
 `params.json` and reloads equal; values that cannot run are refused with an
@@ -17,11 +17,11 @@ from absl import flags
 
 from tests import serving_testing
 from orqa import finetune
-from orqa import finetune_lib
-from orqa import finetune_training
-from orqa import jsonl_io
+from orqa.experiments import finetune_lib
+from orqa.experiments import finetune_training
+from orqa.data import jsonl_io
 from orqa import predict
-from orqa import training_utils
+from orqa.experiments import training_utils
 from realm_tf import errors
 from realm_tf import sample_data
 from realm_tf.training import eval_results

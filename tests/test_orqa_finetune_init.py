@@ -18,10 +18,10 @@ import tensorflow as tf
 
 from tests import serving_testing
 from orqa import finetune
-from orqa import jsonl_io
+from orqa.data import jsonl_io
 from orqa import predict
-from orqa import span_scorer
-from orqa import training_utils
+from orqa.models import span_scorer
+from orqa.experiments import training_utils
 from realm_tf import sample_data
 
 TINY_H, SPAN_S = 128, 16  # The tiny reader's width; the span MLP's (not the default 256).

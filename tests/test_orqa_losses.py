@@ -1,10 +1,10 @@
-"""Tests of orqa.losses against NumPy references (the original `compute_loss`)."""
+"""Tests of orqa.models.losses against NumPy references (the original `compute_loss`)."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import numpy as np
 import tensorflow as tf
 
-from orqa import losses
+from orqa.models import losses
 
 
 def np_logsumexp(x, axis=-1):

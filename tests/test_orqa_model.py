@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 
 from realm_tf import tf_hub_modules as tf_hub
-from orqa import modules
-from orqa import orqa_model
-from orqa import spans
-from orqa import titled_reader_features
+from orqa.models import towers
+from orqa.models import orqa_model
+from orqa.data import answer_spans
+from orqa.data import titled_reader_features
 from tests import modeling_testing
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from tests import strategy_utils
@@ -32,8 +32,8 @@ def _save_embedder_module(path, tokenizer):
 
 
 def _build_model(module_path, vocab_path, **config_overrides):
-  tower, retriever_tokenizer = modules.load_embedder_module(module_path)
-  reader, reader_tokenizer = modules.build_reader(modules.BertSource(
+  tower, retriever_tokenizer = towers.load_embedder_module(module_path)
+  reader, reader_tokenizer = towers.build_reader(towers.BertSource(
       preset="tiny", vocab_path=vocab_path, dropout_rate=0.0))
   block_emb = np.random.default_rng(0).normal(size=[len(BODIES), 8]).astype(np.float32)
   index = orqa_model.BlockIndex(block_emb, TITLES, BODIES)
@@ -130,7 +130,7 @@ def test_retriever_and_reader_losses_wiring(model, tiny_tokenizer):
   features = titled_reader_features.featurize(
       QUESTIONS, np.array(TITLES)[read_ids], np.array(BODIES)[read_ids], answers,
       tiny_tokenizer, 24)
-  starts, ends, span_mask = spans.span_candidates(features.inputs.block_mask, 3)
+  starts, ends, span_mask = answer_spans.span_candidates(features.inputs.block_mask, 3)
   token_ids = features.inputs.token_ids.numpy()
   answer_ids = [[_ids(tiny_tokenizer, a) for a in answers_] for answers_ in ANSWERS]
   num_gold = 0
@@ -204,7 +204,7 @@ def test_one_batched_finetune_step_on_two_replicas_equals_one_device(model, embe
   result = strategy_utils.run_with_logical_cpus(f"""
 import numpy as np
 import tf_keras
-from orqa import finetune_lib
+from orqa.experiments import finetune_lib
 from tests import test_orqa_model as t
 
 strategy = mirrored_strategy()
@@ -261,7 +261,7 @@ def test_recomputed_and_compiled_reader_give_the_same_values(model, embedder_mod
                                  tf.convert_to_tensor(expected[v.name]).numpy(),
                                  rtol=1e-5, atol=1e-6, err_msg=v.name)
   # A SavedModel module (a hub.KerasLayer) cannot be recomputed layer by layer.
-  tower, tokenizer = modules.load_embedder_module(embedder_module)
+  tower, tokenizer = towers.load_embedder_module(embedder_module)
   with pytest.raises(ValueError, match="recompute_activations needs a Keras BERT reader"):
     orqa_model.OrqaModel(tower, tokenizer, tower, tokenizer, model.index,
                          orqa_model.OrqaConfig(recompute_activations=True))

@@ -1,4 +1,4 @@
-"""Tests of orqa.ops: HasAnswer and ReaderInputs (`language/orqa/ops/orqa_ops.cc`)."""
+"""Tests of orqa.ops.orqa_ops: HasAnswer and ReaderInputs (`language/orqa/ops/orqa_ops.cc`)."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
-from orqa import ops
+from orqa.ops import orqa_ops
 
 
 def reference_reader_inputs(question, blocks, answers, cls_id, sep_id, seq_len):
@@ -64,7 +64,7 @@ def _pad(rows, width=None):
 
 def _run(question, blocks, answers, cls_id=10, sep_id=11, seq_len=10):
   block_ids = [b for b, _ in blocks]
-  outputs = ops.reader_inputs(
+  outputs = orqa_ops.reader_inputs(
       question_token_ids=tf.constant(question, tf.int32, shape=[len(question)]),
       block_token_ids=_pad(block_ids),
       block_lengths=[len(b) for b in block_ids],
@@ -86,38 +86,38 @@ def _assert_equal(actual, expected):
 
 
 def test_has_answer_original_test_vector():
-  result = ops.has_answer(blocks=["abcdefg", "hijklmn"], answers=["hij"])
+  result = orqa_ops.has_answer(blocks=["abcdefg", "hijklmn"], answers=["hij"])
   np.testing.assert_array_equal(result.numpy(), [False, True])
 
 
 def test_has_answer_is_a_case_sensitive_literal_substring_test():
   blocks = ["The answer is a.c", "abc", "x(y)+z", "Back\\slash", "Paris", "ÉCOLE été"]
-  assert ops.has_answer(blocks, ["a.c"]).numpy().tolist() == [
+  assert orqa_ops.has_answer(blocks, ["a.c"]).numpy().tolist() == [
       True, False, False, False, False, False]
-  assert ops.has_answer(blocks, ["(y)+"]).numpy().tolist() == [
+  assert orqa_ops.has_answer(blocks, ["(y)+"]).numpy().tolist() == [
       False, False, True, False, False, False]
-  assert ops.has_answer(blocks, ["k\\s"]).numpy().tolist() == [
+  assert orqa_ops.has_answer(blocks, ["k\\s"]).numpy().tolist() == [
       False, False, False, True, False, False]
-  assert ops.has_answer(blocks, ["paris"]).numpy().tolist() == [False] * 6
-  assert ops.has_answer(blocks, ["été", "zzz"]).numpy().tolist() == [False] * 5 + [True]
-  assert ops.has_answer(["line one\nline two"], ["one\nline"]).numpy().tolist() == [True]
+  assert orqa_ops.has_answer(blocks, ["paris"]).numpy().tolist() == [False] * 6
+  assert orqa_ops.has_answer(blocks, ["été", "zzz"]).numpy().tolist() == [False] * 5 + [True]
+  assert orqa_ops.has_answer(["line one\nline two"], ["one\nline"]).numpy().tolist() == [True]
 
 
 def test_has_answer_on_invalid_utf8():
   blocks = [b"\xff abc", b"\xfe\xff", b"x\xe2\x82abc", b"ab\xffc"]
-  assert ops.has_answer(blocks, ["abc"]).numpy().tolist() == [True, False, True, False]
+  assert orqa_ops.has_answer(blocks, ["abc"]).numpy().tolist() == [True, False, True, False]
   # An answer that is not UTF-8 compiles (its bad bytes become U+FFFD) and never matches
   # a block without U+FFFD.
-  assert ops.has_answer(blocks, [b"\xff", b"x"]).numpy().tolist() == [
+  assert orqa_ops.has_answer(blocks, [b"\xff", b"x"]).numpy().tolist() == [
       False, False, True, False]
 
 
 def test_has_answer_ignores_empty_answers():
   blocks = ["abc", "def"]
-  assert ops.has_answer(blocks, [""]).numpy().tolist() == [False, False]
-  assert ops.has_answer(blocks, tf.constant([], tf.string)).numpy().tolist() == [
+  assert orqa_ops.has_answer(blocks, [""]).numpy().tolist() == [False, False]
+  assert orqa_ops.has_answer(blocks, tf.constant([], tf.string)).numpy().tolist() == [
       False, False]
-  assert ops.has_answer(blocks, ["", "e"]).numpy().tolist() == [False, True]
+  assert orqa_ops.has_answer(blocks, ["", "e"]).numpy().tolist() == [False, True]
 
 
 @settings(max_examples=60, deadline=None)
@@ -125,17 +125,17 @@ def test_has_answer_ignores_empty_answers():
        st.lists(st.text(alphabet="ab.*(|\\é", max_size=3), max_size=3))
 def test_has_answer_matches_python_substring(blocks, answers):
   expected = [any(a and a in b for a in answers) for b in blocks]
-  actual = ops.has_answer(blocks, tf.constant(answers, tf.string, shape=[len(answers)]))
+  actual = orqa_ops.has_answer(blocks, tf.constant(answers, tf.string, shape=[len(answers)]))
   assert actual.numpy().tolist() == expected
 
 
 def test_has_answer_batch():
   blocks = [["abc", "def", "ghi"], ["abc", "xyz", "q"]]
   answers = tf.ragged.constant([["e", "i"], ["xy"]])
-  np.testing.assert_array_equal(ops.has_answer_batch(blocks, answers).numpy(),
+  np.testing.assert_array_equal(orqa_ops.has_answer_batch(blocks, answers).numpy(),
                                 [[False, True, True], [False, True, False]])
   padded = tf.constant([["e", "i"], ["xy", ""]])
-  np.testing.assert_array_equal(ops.has_answer_batch(blocks, padded).numpy(),
+  np.testing.assert_array_equal(orqa_ops.has_answer_batch(blocks, padded).numpy(),
                                 [[False, True, True], [False, True, False]])
 
 
@@ -143,7 +143,7 @@ def test_has_answer_batch():
 
 
 def test_reader_inputs_original_test_vector():
-  outputs = ops.reader_inputs(
+  outputs = orqa_ops.reader_inputs(
       question_token_ids=[0, 1], block_token_ids=[[2, 3, 4], [5, 6, 0]],
       block_lengths=[3, 2], block_token_map=[[1, 2, 5], [1, 3, 4]],
       answer_token_ids=[[3, 4], [7, 0]], answer_lengths=[2, 1], cls_token_id=10,
@@ -224,9 +224,9 @@ def test_reader_inputs_long_question_leaves_no_room_for_the_block():
 
 
 def test_reader_inputs_accepts_ragged_inputs():
-  dense = ops.reader_inputs([0, 1], [[2, 3, 4], [5, 6, 0]], [3, 2], [[1, 2, 5], [1, 3, 4]],
+  dense = orqa_ops.reader_inputs([0, 1], [[2, 3, 4], [5, 6, 0]], [3, 2], [[1, 2, 5], [1, 3, 4]],
                             [[3, 4], [7, 0]], [2, 1], 10, 11, 10)
-  ragged = ops.reader_inputs(
+  ragged = orqa_ops.reader_inputs(
       [0, 1], tf.ragged.constant([[2, 3, 4], [5, 6]]), None,
       tf.ragged.constant([[1, 2, 5], [1, 3]]), tf.ragged.constant([[3, 4], [7]]), None,
       10, 11, 10)
@@ -259,7 +259,7 @@ def test_reader_inputs_batch_equals_per_question():
     maps.append([list(range(len(b))) for b in bs])
     answers.append([rng.integers(0, 4, rng.integers(0, 3)).tolist()
                     for _ in range(rng.integers(0, 4))])
-  batched = ops.reader_inputs_batch(
+  batched = orqa_ops.reader_inputs_batch(
       tf.ragged.constant(questions, tf.int32), tf.ragged.constant(blocks, tf.int32),
       tf.ragged.constant(maps, tf.int32),
       tf.ragged.constant(answers, tf.int32, ragged_rank=2), 7, 8, 12)
@@ -284,7 +284,7 @@ def test_reader_inputs_batch_runs_in_a_graph_with_unknown_shapes():
                                 block_spec, tf.TensorSpec([None, None], tf.int32)])
   def build(questions, question_lengths, blocks, block_lengths, maps, answers,
             answer_lengths):
-    return ops.reader_inputs_batch(
+    return orqa_ops.reader_inputs_batch(
         questions, blocks, maps, answers, 10, 11, 10, question_lengths=question_lengths,
         block_lengths=block_lengths, answer_lengths=answer_lengths)
 
@@ -299,6 +299,6 @@ def test_reader_inputs_batch_runs_in_a_graph_with_unknown_shapes():
 
 def test_reader_inputs_rejects_lengths_beyond_the_tensor():
   with pytest.raises(tf.errors.InvalidArgumentError, match="block_lengths"):
-    ops.reader_inputs([0], [[2, 3]], [3], [[0, 1]], [[2]], [1], 10, 11, 10)
+    orqa_ops.reader_inputs([0], [[2, 3]], [3], [[0, 1]], [[2]], [1], 10, 11, 10)
   with pytest.raises(ValueError, match="lengths"):
-    ops.reader_inputs([0], [[2, 3]], None, [[0, 1]], [[2]], [1], 10, 11, 10)
+    orqa_ops.reader_inputs([0], [[2, 3]], None, [[0, 1]], [[2]], [1], 10, 11, 10)

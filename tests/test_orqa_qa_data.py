@@ -1,4 +1,4 @@
-"""Tests of orqa.qa_data: QA jsonl loading, the dev resplit and tf.data input."""
+"""Tests of orqa.data.qa_data: QA jsonl loading, the dev resplit and tf.data input."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import json
@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from orqa import create_data_splits
-from orqa import jsonl_io
-from orqa import qa_data
+from orqa.data import jsonl_io
+from orqa.data import qa_data
 
 
 def _write(path, lines):

@@ -1,13 +1,13 @@
-"""Tests of orqa.reader_features: text to reader inputs with gold spans, and back."""
+"""Tests of orqa.data.reader_features: text to reader inputs with gold spans, and back."""
 import conftest  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow)
 
 import numpy as np
 import tensorflow as tf
 
-from orqa import answer_text
-from orqa import ops
-from orqa import reader_features
-from orqa import spans
+from orqa.models import answer_text
+from orqa.ops import orqa_ops
+from orqa.data import reader_features
+from orqa.data import answer_spans
 
 QUESTIONS = ["when was the eiffel tower built", "where is the nile"]
 BLOCKS = [["The Eiffel Tower was built in 1889 in Paris.", "Paris is a city in France."],
@@ -30,7 +30,7 @@ def test_featurize_lays_out_inputs_and_gold_spans(tiny_tokenizer):
                                 [[[14, 16], [8, -1]], [[7, -1], [-1, -1]]])
   # The same as the one-question op on the same wordpieces.
   mapping = answer_text.tokenize_with_original_mapping(BLOCKS[0], tiny_tokenizer)
-  single = ops.reader_inputs(
+  single = orqa_ops.reader_inputs(
       tiny_tokenizer.tokenize_ids([QUESTIONS[0]])[0], mapping.wordpiece_ids, None,
       mapping.token_map, tiny_tokenizer.tokenize_ids(["1889", "Paris"]), None,
       tiny_tokenizer.cls_id, tiny_tokenizer.sep_id, 20)
@@ -45,12 +45,12 @@ def test_featurize_lays_out_inputs_and_gold_spans(tiny_tokenizer):
 def test_predicted_span_maps_back_to_the_original_text(tiny_tokenizer):
   features = reader_features.featurize(QUESTIONS[:1], BLOCKS[:1], None, tiny_tokenizer, 24)
   assert features.inputs.gold_starts.shape == (1, 2, 0)
-  starts, ends, span_mask = spans.span_candidates(features.inputs.block_mask)
+  starts, ends, span_mask = answer_spans.span_candidates(features.inputs.block_mask)
   # Logits that prefer the span "1889" (position 14) of block 0.
   logits = tf.where(tf.logical_and(tf.equal(starts, 14), tf.equal(ends, 14)), 5.0, 0.0)
   logits = tf.broadcast_to(logits, span_mask.shape) + (
       1.0 - tf.cast(span_mask, tf.float32)) * -10000.0
-  block_index, candidate = spans.predict_span(logits)
+  block_index, candidate = answer_spans.predict_span(logits)
   assert (int(block_index[0]), int(candidate[0])) == (0, 14)
   token_map = features.inputs.token_map[0, int(block_index[0])]
   orig_start = int(token_map[int(starts[int(candidate[0])])])

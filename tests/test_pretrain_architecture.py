@@ -26,8 +26,8 @@ import tensorflow as tf
 from export import convert
 from export import converted
 from export.weight_assign import ConversionError
-from orqa import modules
-from orqa import span_scorer
+from orqa.models import towers
+from orqa.models import span_scorer
 from realm_tf import pretrain
 from realm_tf.modeling import architecture
 from realm_tf.modeling import encoders
@@ -313,10 +313,10 @@ def test_flags_that_contradict_the_weights_name_flag_weights_and_values(
 def test_orqa_reader_from_a_converted_checkpoint(sources):
   output, _, reader_dir, _ = sources["bert_tf1"]
   vocab = os.path.join(output, "vocab.txt")
-  source = modules.BertSource(path=reader_dir, vocab_path=vocab,
+  source = towers.BertSource(path=reader_dir, vocab_path=vocab,
                               path_flag="--reader_module_path",
                               preset_flag="--reader_preset")
-  encoder, _ = modules.build_reader(source)
+  encoder, _ = towers.build_reader(source)
   reference = converted.load_converted(output).reader
   features = modeling_testing.random_features(
       modeling_testing.tiny_realm_config(bert=BertConfig.preset("tiny", vocab_size=40),
@@ -326,7 +326,7 @@ def test_orqa_reader_from_a_converted_checkpoint(sources):
   np.testing.assert_allclose(encoder(inputs)["sequence_output"].numpy(),
                              reference(inputs)["sequence_output"].numpy(), atol=ATOL)
   with pytest.raises(ArchitectureConflictError, match=r"--reader_preset=mini contradicts"):
-    modules.build_reader(dataclasses.replace(source, preset="mini"))
+    towers.build_reader(dataclasses.replace(source, preset="mini"))
 
 
 def test_converters_refuse_configs_they_cannot_honour(tmp_path):

@@ -19,10 +19,10 @@ import tensorflow as tf
 
 from export import serving
 from tests import serving_testing
-from orqa import answer_text
-from orqa import jsonl_io
+from orqa.models import answer_text
+from orqa.data import jsonl_io
 from orqa import predict
-from orqa import qa_data
+from orqa.data import qa_data
 from realm_tf import errors
 from realm_tf import sample_data
 from realm_tf.tokenization import Tokenizer

@@ -2,8 +2,8 @@
 
 The job of `python -m orqa.finetune` (its flags map one to one onto `FinetuneConfig`), also
 callable from a notebook. It replaces the training loop of the original
-`language/orqa/experiments/orqa_experiment.py`; the model is `orqa.orqa_model`, built by
-`orqa.finetune_lib`.
+`language/orqa/experiments/orqa_experiment.py`; the model is `orqa.models.orqa_model`, built by
+`orqa.experiments.finetune_lib`.
 
 Every `save_checkpoints_steps` steps (and at the end): a checkpoint in
 `model_dir/checkpoints/`, an evaluation on `dev_path` (TensorBoard `logs/eval` and
@@ -22,11 +22,11 @@ from absl import logging
 import orbit
 import tensorflow as tf
 
-from orqa import block_records
-from orqa import finetune_lib
-from orqa import qa_data
-from orqa import span_scorer
-from orqa import training_utils
+from orqa.data import block_records
+from orqa.experiments import finetune_lib
+from orqa.data import qa_data
+from orqa.models import span_scorer
+from orqa.experiments import training_utils
 from realm_tf import errors
 from realm_tf.modeling import config as config_lib
 from realm_tf.modeling import optimizer as optimizer_lib

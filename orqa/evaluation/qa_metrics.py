@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence
 
 from absl import logging
 
-from orqa import jsonl_io
+from orqa.data import jsonl_io
 from realm_tf.retrieval.answer_recall import (compile_regex, make_answer_matcher,
                                               normalize_answer)
 

@@ -12,11 +12,11 @@ For B questions at once:
 2. **has_answer**: `retriever_correct` [B, beam]: the block text contains an answer
    (case-sensitive substring, the original's weak label).
 3. **read** the top `reader_beam_size` blocks: `[CLS] question [SEP] title [SEP] block
-   [SEP]` (`orqa.titled_reader_features`; the original had no title), the reader BERT,
-   the span MLP (`orqa.span_scorer.SpanScorer`) over all spans of width <=
+   [SEP]` (`orqa.data.titled_reader_features`; the original had no title), the reader BERT,
+   the span MLP (`orqa.models.span_scorer.SpanScorer`) over all spans of width <=
    `max_span_width` inside the block, plus -10000 outside the block, plus the block's
    retriever logit -> `reader_logits` [B, R, num_spans].
-4. **losses** (`orqa.losses.compute_losses`): early-update retriever loss + marginal reader
+4. **losses** (`orqa.models.losses.compute_losses`): early-update retriever loss + marginal reader
    loss per question; **predictions**: the best (block, span), its score and answer text.
 
 The block index (embeddings, titles, texts, searcher) is held by a `BlockIndex`, which is
@@ -34,12 +34,12 @@ import tensorflow as tf
 import tf_keras
 
 from official.nlp.modeling import networks
-from orqa import answer_text
-from orqa import losses
-from orqa import ops
-from orqa import span_scorer as span_scorer_lib
-from orqa import spans
-from orqa import titled_reader_features
+from orqa.models import answer_text
+from orqa.models import losses
+from orqa.ops import orqa_ops
+from orqa.models import span_scorer as span_scorer_lib
+from orqa.data import answer_spans
+from orqa.data import titled_reader_features
 from realm_tf import errors
 from realm_tf.featurization import bert_format
 from realm_tf.modeling import precision
@@ -291,7 +291,7 @@ class OrqaModel(tf_keras.Model):
     flat = [tf.reshape(t, [-1, seq_len]) for t in (inputs.token_ids, inputs.mask,
                                                    inputs.segment_ids)]  # [B * R, L]
     sequence_output = self._read(_hub_inputs(flat), training)  # [B * R, L, H]
-    starts, ends, span_mask = spans.span_candidates(inputs.block_mask,
+    starts, ends, span_mask = answer_spans.span_candidates(inputs.block_mask,
                                                     config.max_span_width)  # [S], [B, R, S]
     # The scorer sees rank-3 inputs, as when its variables were built.
     reader_logits = tf.reshape(self.span_scorer(sequence_output, starts, ends),
@@ -302,12 +302,12 @@ class OrqaModel(tf_keras.Model):
     outputs["reader_nonpad_ratio"] = tf.reduce_mean(tf.cast(inputs.mask, tf.float32))
 
     # Predict.
-    predicted_block, candidate = spans.predict_span(reader_logits)  # [B], [B]
+    predicted_block, candidate = answer_spans.predict_span(reader_logits)  # [B], [B]
     outputs.update(
         predicted_block=predicted_block,
         predicted_block_id=tf.gather(read_ids, predicted_block, batch_dims=1),
         start=tf.gather(starts, candidate), end=tf.gather(ends, candidate),
-        score=spans.gather_prediction(reader_logits, predicted_block, candidate))
+        score=answer_spans.gather_prediction(reader_logits, predicted_block, candidate))
     if with_text:
       outputs["answer"], outputs["answer_start"], outputs["answer_end"] = self._answer_text(
           features, bodies, predicted_block, outputs["start"], outputs["end"])
@@ -315,19 +315,19 @@ class OrqaModel(tf_keras.Model):
     if answers is not None:
       retriever_bodies = tf.gather(self.index.bodies, block_ids)  # [B, beam]
       retriever_correct = tf.logical_and(
-          ops.has_answer_batch(retriever_bodies, answers), valid)  # [B, beam]
+          orqa_ops.has_answer_batch(retriever_bodies, answers), valid)  # [B, beam]
       reader_correct = tf.logical_and(
-          spans.reader_correct(starts, ends, inputs.gold_starts, inputs.gold_ends),
+          answer_spans.reader_correct(starts, ends, inputs.gold_starts, inputs.gold_ends),
           valid[:, :num_read, tf.newaxis])  # [B, R, S]
       loss = losses.compute_losses(retriever_logits, retriever_correct, reader_logits,
                                    reader_correct)
       outputs.update(
           retriever_correct=retriever_correct, reader_correct=reader_correct,
           loss=loss.loss, retriever_loss=loss.retriever_loss, reader_loss=loss.reader_loss,
-          exact_match=spans.prediction_is_correct(reader_correct, predicted_block, candidate),
+          exact_match=answer_spans.prediction_is_correct(reader_correct, predicted_block, candidate),
           reader_oracle=tf.reduce_any(reader_correct, axis=[1, 2]),
           num_read_correct=tf.reduce_sum(tf.cast(reader_correct, tf.int32), axis=[1, 2]))
-      for k, match in spans.top_k_match(retriever_correct, TOP_K_MATCH).items():
+      for k, match in answer_spans.top_k_match(retriever_correct, TOP_K_MATCH).items():
         outputs[f"top_{k}_match"] = match
     return outputs
 

@@ -12,15 +12,15 @@ of the original `ReaderInputs` layout, so:
 * segment ids are 0 for `[CLS] question [SEP]` and 1 for `title [SEP] block [SEP]`
   (the title belongs to the passage, as in the candidate inputs `[CLS] title [SEP] body`).
 
-With `include_titles=False` this is exactly `orqa.reader_features.featurize`.
+With `include_titles=False` this is exactly `orqa.data.reader_features.featurize`.
 """
 
 import tensorflow as tf
 
-from orqa import answer_text
-from orqa import ops
-from orqa import reader_features
-from orqa.reader_features import ReaderFeatures
+from orqa.models import answer_text
+from orqa.ops import orqa_ops
+from orqa.data import reader_features
+from orqa.data.reader_features import ReaderFeatures
 
 
 def _repeat_rows(ragged, times):
@@ -79,7 +79,7 @@ def featurize(questions, titles, blocks, answers, tokenizer, max_sequence_len: i
   def one_block_each(ragged):  # [B * R, (n)] -> [B * R, 1, (n)]
     return tf.RaggedTensor.from_uniform_row_length(ragged[:num_flat], 1)
 
-  flat_inputs = ops.reader_inputs_batch(
+  flat_inputs = orqa_ops.reader_inputs_batch(
       question_token_ids=extended_questions,
       block_token_ids=one_block_each(mapping.wordpiece_ids),
       block_token_map=one_block_each(mapping.token_map),
@@ -91,7 +91,7 @@ def featurize(questions, titles, blocks, answers, tokenizer, max_sequence_len: i
   def per_question(t):  # [B * R, 1, n] -> [B, R, n]
     return tf.reshape(t, tf.stack([batch_size, num_blocks, -1]))
 
-  inputs = ops.ReaderInputs(*[per_question(t) for t in flat_inputs])
+  inputs = orqa_ops.ReaderInputs(*[per_question(t) for t in flat_inputs])
   # Segment 1 from the title on: positions >= len([CLS] q [SEP]) that are not padding.
   question_lengths = tf.cast(question_ids.row_lengths(), tf.int32)  # [B]
   positions = tf.range(max_sequence_len, dtype=tf.int32)  # [L]

@@ -11,12 +11,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from orqa import block_records
-from orqa import evaluation
-from orqa import jsonl_io
-from orqa import modules
-from orqa import orqa_model
-from orqa import qa_data
+from orqa.data import block_records
+from orqa.evaluation import qa_metrics
+from orqa.data import jsonl_io
+from orqa.models import towers
+from orqa.models import orqa_model
+from orqa.data import qa_data
 from realm_tf.modeling import precision as precision_lib
 from realm_tf.retrieval import block_index
 from realm_tf.retrieval import corpus_reader
@@ -113,10 +113,10 @@ def build_model(params: ModelParams, strategy: tf.distribute.Strategy,
   if index is None:
     index = load_block_index(params, num_neighbors or config.retrieval_beam_size)
   with strategy.scope(), precision_lib.policy_scope(params.precision):
-    tower, retriever_tokenizer = modules.load_embedder_module(params.retriever_module_path)
+    tower, retriever_tokenizer = towers.load_embedder_module(params.retriever_module_path)
   check_block_records(params, retriever_tokenizer)
   with strategy.scope():
-    reader, reader_tokenizer = modules.build_reader(modules.BertSource(
+    reader, reader_tokenizer = towers.build_reader(towers.BertSource(
         path=params.reader_module_path, preset=params.reader_preset,
         vocab_path=params.reader_vocab_path, do_lower_case=params.reader_do_lower_case,
         dropout_rate=params.reader_dropout_rate, path_flag="--reader_module_path",
@@ -231,7 +231,7 @@ def eval_metrics(examples: Sequence[qa_data.QAExample],
   n = max(len(examples), 1)
   metrics = {k: float(sum(float(r[k]) for r in results)) / n for k in EVAL_KEYS}
   metrics["official_exact_match"] = sum(
-      evaluation.is_correct(e.answers, r["answer"], is_regex=False)
+      qa_metrics.is_correct(e.answers, r["answer"], is_regex=False)
       for e, r in zip(examples, results)) / n
   metrics["num_questions"] = float(len(examples))
   return metrics

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from orqa import jsonl_io
+from orqa.data import jsonl_io
 
 QAExample = collections.namedtuple("QAExample", ["question", "answers"])
 QAExample.__doc__ = "A question (str) and its reference answers (list of str)."
@@ -106,7 +106,7 @@ def make_dataset(examples: Sequence[QAExample],
     repeat: repeat forever (training).
     seed: shuffle seed.
     pad_answers: batch answers as a dense string tensor [batch_size, max_answers] padded
-      with "" (empty answers are ignored by `orqa.ops`), plus `num_answers` int32
+      with "" (empty answers are ignored by `orqa.ops.orqa_ops`), plus `num_answers` int32
       [batch_size]; otherwise answers are a RaggedTensor [batch_size, (num_answers)].
     drop_remainder: drop a last partial batch (fixed shapes, e.g. for TPUs).
 

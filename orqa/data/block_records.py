@@ -16,7 +16,7 @@ from absl import logging
 from google.protobuf import message
 import tensorflow as tf
 
-from orqa import jsonl_io
+from orqa.data import jsonl_io
 from realm_tf.corpus import manifest as manifest_lib
 
 _GZIP_MAGIC = b"\x1f\x8b"

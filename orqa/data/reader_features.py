@@ -12,14 +12,14 @@ import collections
 
 import tensorflow as tf
 
-from orqa import answer_text
-from orqa import ops
+from orqa.models import answer_text
+from orqa.ops import orqa_ops
 
 ReaderFeatures = collections.namedtuple(
     "ReaderFeatures", ["inputs", "orig_tokens", "normalized_blocks"])
 ReaderFeatures.__doc__ = """Reader features of a batch.
 
-inputs: `ops.ReaderInputs` with [batch_size, num_blocks, max_sequence_len] tensors and
+inputs: `orqa_ops.ReaderInputs` with [batch_size, num_blocks, max_sequence_len] tensors and
   gold_starts / gold_ends [batch_size, num_blocks, num_gold].
 orig_tokens: string RaggedTensor [batch_size, num_blocks, (num_orig_tokens)].
 normalized_blocks: string [batch_size, num_blocks].
@@ -76,7 +76,7 @@ def featurize(questions, blocks, answers, tokenizer, max_sequence_len: int,
   def per_block(ragged):  # [B * R + ..., (n)] -> [B, R, (n)]
     return tf.RaggedTensor.from_uniform_row_length(ragged[:num_flat_blocks], num_blocks)
 
-  inputs = ops.reader_inputs_batch(
+  inputs = orqa_ops.reader_inputs_batch(
       question_token_ids=question_ids,
       block_token_ids=per_block(mapping.wordpiece_ids),
       block_token_map=per_block(mapping.token_map),

@@ -1,0 +1,1 @@
+"""ORQA data: QA files, block records, reader features, answer spans."""

@@ -1,0 +1,1 @@
+"""ORQA evaluation metrics (exact match, regex match, answer recall)."""

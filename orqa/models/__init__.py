@@ -1,0 +1,1 @@
+"""ORQA models: the retriever and reader towers, span scorer, losses, answer text."""
