@@ -7,7 +7,7 @@ then measures at the same batch size and sequence length:
 
 * full path: `corpus_embedding.embed_shards` (GZIP reads, parsing, featurization in
   tf.data, the ProjectedEmbedder in a tf.function, scatter into [K, 128]) followed by
-  `block_index.write_block_emb`; blocks/s over the whole run (tracing included) and in
+  `block_emb_file.write_block_emb`; blocks/s over the whole run (tracing included) and in
   steady state (from the end of the first batch);
 * bare forward: the same Keras embedder on constant [B, L] inputs in a tf.function.
 
@@ -27,13 +27,13 @@ from absl import flags
 import realm_tf  # pylint: disable=unused-import
 import tensorflow as tf
 
-from realm_tf import sample_data
 from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.modeling.config import BertConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
+from realm_tf import sample_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["tiny", "minilm"], "Encoder presets.")
@@ -105,7 +105,7 @@ def main(argv):
       block_emb = corpus_embedding.embed_shards(
           paths, embed_fn, featurizer, FLAGS.batch_size, num_blocks=num_blocks,
           on_batch=lambda done, total: marks.append((time.perf_counter(), done)))
-      block_index.write_block_emb(os.path.join(tmp, "out", "encoded.ckpt"), block_emb)
+      block_emb_file.write_block_emb(os.path.join(tmp, "out", "encoded.ckpt"), block_emb)
       wall = time.perf_counter() - start
       steady = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
       bare = _bare_rate(embedder, FLAGS.batch_size, FLAGS.seq_len,

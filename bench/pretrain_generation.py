@@ -21,15 +21,15 @@ import realm_tf  # pylint: disable=unused-import
 import numpy as np
 import tensorflow as tf
 
-from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.corpus import build_pretrain_corpus, build_retrieval_corpus
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream
 from realm_tf.modeling.config import BertConfig, RealmConfig
 from realm_tf.modeling.optimizer import create_optimizer
 from realm_tf.modeling.realm_model import RealmModel
-from realm_tf.modeling.training import make_train_step
-from realm_tf.retrieval import block_index, corpus_reader, export_dirs, searchers
+from realm_tf.modeling.realm_steps import make_train_step
+from realm_tf.retrieval import block_emb_file, corpus_reader, export_dirs, searchers
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.tokenization import Tokenizer
 
 FLAGS = flags.FLAGS
@@ -84,8 +84,8 @@ def prepare_index(work_dir, model, tokenizer, num_blocks):
     tf_hub.save_embedder(model.document_embedder, tokenizer,
                          os.path.join(staging, "embedder"), Q)
     block_emb = np.random.default_rng(0).normal(size=[num_blocks, 128]).astype(np.float32)
-    block_index.write_block_emb(
-        block_index.checkpoint_prefix(os.path.join(staging, "embedder")), block_emb)
+    block_emb_file.write_block_emb(
+        block_emb_file.checkpoint_prefix(os.path.join(staging, "embedder")), block_emb)
     start = time.time()
     scann = searchers.build_searcher(searchers.SCANN, block_emb, N)
     _emit(benchmark="scann_build", num_blocks=num_blocks, seconds=round(time.time() - start, 1))

@@ -1,6 +1,6 @@
 """Benchmark: REALM train steps, speed and memory against the machine's matmul limit.
 
-Runs `realm_tf.modeling.training.make_train_step` (forward and backward of the query
+Runs `realm_tf.modeling.realm_steps.make_train_step` (forward and backward of the query
 tower, the document tower on every candidate and the reader with its MLM head, BERT AdamW
 update) on a random batch with the original launcher's shapes (Q 96, N 8 candidates x C
 288, M 10 masks, vocab 30522) and random-init encoders of a preset (tiny L2/H128, minilm
@@ -33,13 +33,13 @@ import realm_tf  # noqa: E402,F401  (selects Keras 2 and oneDNN before TensorFlo
 import tensorflow as tf  # noqa: E402
 
 import step_bench  # noqa: E402
+from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling import flops as flops_lib  # noqa: E402
 from realm_tf.modeling import optimizer as optimizer_lib  # noqa: E402
 from realm_tf.modeling import precision as precision_lib  # noqa: E402
-from realm_tf.modeling import training  # noqa: E402
-from tests import modeling_testing  # noqa: E402
-from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling.realm_model import RealmModel  # noqa: E402
+from realm_tf.modeling import realm_steps  # noqa: E402
+from tests import modeling_testing  # noqa: E402
 
 SHAPES = dict(query_seq_len=96, candidate_seq_len=288, num_candidates=8, max_masks=10)
 
@@ -63,7 +63,7 @@ def build_step(config: RealmConfig, seed: int = 0):
   with precision_lib.policy_scope(config.precision):
     model = RealmModel(config).build_variables()
   optimizer = optimizer_lib.create_optimizer(config)
-  step = training.make_train_step(model, optimizer,
+  step = realm_steps.make_train_step(model, optimizer,
                                   jit_compile=precision_lib.resolve_jit_compile(
                                       config.jit_compile))
   features = modeling_testing.random_features(config, config.batch_size, seed=seed)

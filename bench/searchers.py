@@ -36,10 +36,10 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.corpus import build_retrieval_corpus
-from realm_tf.modeling import weights
 from realm_tf.modeling.config import BertConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
-from realm_tf.retrieval import block_index
+from realm_tf.modeling import weights
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import searchers
@@ -72,8 +72,8 @@ def _embed(cache_dir):
       info = json.load(f)
     if (info["num_blocks"], info["num_queries"], info["seq_len"]) == (
         FLAGS.num_blocks, FLAGS.num_queries, FLAGS.seq_len):
-      return (block_index.read_block_emb(os.path.join(cache_dir, "blocks", "encoded.ckpt")),
-              block_index.read_block_emb(os.path.join(cache_dir, "queries", "encoded.ckpt")),
+      return (block_emb_file.read_block_emb(os.path.join(cache_dir, "blocks", "encoded.ckpt")),
+              block_emb_file.read_block_emb(os.path.join(cache_dir, "queries", "encoded.ckpt")),
               info)
     raise ValueError(f"{cache_dir} holds another configuration: {info}")
   if not os.path.exists(WIKI) or not os.path.exists(MINILM):
@@ -105,7 +105,7 @@ def _embed(cache_dir):
     out[name] = corpus_embedding.embed_shards(paths, embed_fn, featurizer, FLAGS.batch_size,
                                               num_blocks=len(part), log_interval_secs=30)
     timings[name] = {"rows": len(part), "secs": time.perf_counter() - start}
-    block_index.write_block_emb(os.path.join(cache_dir, name, "encoded.ckpt"), out[name])
+    block_emb_file.write_block_emb(os.path.join(cache_dir, name, "encoded.ckpt"), out[name])
   info = {"num_blocks": FLAGS.num_blocks, "num_queries": FLAGS.num_queries,
           "seq_len": FLAGS.seq_len, "embedding_timings": timings,
           "embedder": "ProjectedEmbedder(all-MiniLM-L6-v2 BERT, fresh 384->128 projection)"}
@@ -117,7 +117,7 @@ def _embed(cache_dir):
 def _module_index():
   """(block_emb, question embeddings, info) of --embedder_module and --questions_path."""
   import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import  (tokenizer ops)
-  block_emb = block_index.read_block_emb(block_index.checkpoint_prefix(FLAGS.embedder_module))
+  block_emb = block_emb_file.read_block_emb(block_emb_file.checkpoint_prefix(FLAGS.embedder_module))
   with open(FLAGS.questions_path, encoding="utf-8") as f:
     questions = [json.loads(line)["question"] for line in f][:FLAGS.num_queries]
   embed = tf.saved_model.load(FLAGS.embedder_module).signatures["projected_text"]

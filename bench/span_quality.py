@@ -27,8 +27,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from realm_tf.corpus import rules  # pylint: disable=g-import-not-at-top
+from realm_tf.corpus import salient_spans as spans_lib  # pylint: disable=g-import-not-at-top
 from realm_tf.corpus import sentences as sentences_lib  # pylint: disable=g-import-not-at-top
-from realm_tf.corpus import spans as spans_lib  # pylint: disable=g-import-not-at-top
 
 _DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                      "data")

@@ -765,7 +765,7 @@ def _zero_shot_recall(module: str, qa_path: str, blocks_glob: str, vocab: str,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_text  # pylint: disable=g-import-not-at-top,unused-import
   from realm_tf.featurization import Featurizer  # pylint: disable=g-import-not-at-top
-  from realm_tf.retrieval import answer_recall, block_index, corpus_reader  # pylint: disable=g-import-not-at-top
+  from realm_tf.retrieval import answer_recall, block_emb_file, corpus_reader  # pylint: disable=g-import-not-at-top
   from realm_tf.tokenization import Tokenizer  # pylint: disable=g-import-not-at-top
   tokenizer = Tokenizer(vocab, do_lower_case=True)
   featurizer = Featurizer(query_seq_len, block_seq_len, 2, 1, tokenizer)
@@ -775,7 +775,7 @@ def _zero_shot_recall(module: str, qa_path: str, blocks_glob: str, vocab: str,
       questions, answers, texts,
       lambda q: featurizer.featurize_query_tf(tokenizer.tokenize_ids(q)), ks=RECALL_KS)
   loaded = tf.saved_model.load(module)
-  block_emb = block_index.read_block_emb(block_index.checkpoint_prefix(module))
+  block_emb = block_emb_file.read_block_emb(block_emb_file.checkpoint_prefix(module))
   if block_emb.shape[0] != len(texts):
     raise StageError(f"{module} indexes {block_emb.shape[0]} blocks, {blocks_glob} has "
                      f"{len(texts)}.")

@@ -32,11 +32,11 @@ from absl import logging
 
 from export import converted
 from export import hf_realm
-from export import tf1_checkpoints
 from export.imported import ImportedWeights
-from export.weight_assign import ConversionError
+from export import tf1_checkpoints
 from realm_tf import cli
-from realm_tf.retrieval import block_index
+from realm_tf.modeling.weight_assign import ConversionError
+from realm_tf.retrieval import block_emb_file
 
 FORMATS = ("bert_tf1", "realm_tf1", "hf_bert", "hf_realm")
 
@@ -86,7 +86,7 @@ def read_input(source_format: str, path: str, bert_config_file: Optional[str] = 
                             f"already ({result.block_emb_source}).")
     if result.embedder is None:
       raise ConversionError(f"--block_emb needs an embedder; {path} has none.")
-    result.block_emb = block_index.read_block_emb(block_emb)
+    result.block_emb = block_emb_file.read_block_emb(block_emb)
     result.block_emb_source = block_emb
   return result
 

@@ -39,17 +39,17 @@ import tensorflow as tf
 from absl import logging
 
 from export import imported
-from realm_tf import tf_hub_modules as tf_hub
-from export import weight_assign
 from export.imported import ImportedWeights
-from export.weight_assign import ConversionError
 from orqa.models.span_scorer import SpanScorer
-from realm_tf.modeling import weights
 from realm_tf.modeling.config import RealmConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.modeling.reader import KnowledgeAugmentedEncoder
-from realm_tf.retrieval import block_index
+from realm_tf.modeling import weight_assign
+from realm_tf.modeling.weight_assign import ConversionError
+from realm_tf.modeling import weights
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import export_dirs
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.tokenization import Tokenizer
 
 MANIFEST_FILE = "conversion.json"
@@ -316,8 +316,8 @@ def _write_staged(imp, models: ConvertedModels, staging: str, output_dir: str,
       components[READER_DIR]["span_scorer"]["npz"] = os.path.join(READER_DIR, SPAN_NPZ)
   encoded = None
   if imp.block_emb is not None:
-    encoded = block_index.checkpoint_prefix(os.path.join(staging, EMBEDDER_DIR))
-    block_index.write_block_emb(encoded, imp.block_emb)
+    encoded = block_emb_file.checkpoint_prefix(os.path.join(staging, EMBEDDER_DIR))
+    block_emb_file.write_block_emb(encoded, imp.block_emb)
     components["block_emb"] = dict(prefix=os.path.relpath(encoded, staging),
                                    shape=list(imp.block_emb.shape),
                                    source=imp.block_emb_source)
@@ -352,7 +352,7 @@ def _export_hub(models: ConvertedModels, staging: str, vocab: str,
       hub[name] = os.path.relpath(path, staging)
   if encoded and models.embedder is not None:
     _link_or_copy_tree(os.path.dirname(encoded),
-                       os.path.join(staging, HUB_DIR, EMBEDDER_DIR, block_index.ENCODED_DIR))
+                       os.path.join(staging, HUB_DIR, EMBEDDER_DIR, block_emb_file.ENCODED_DIR))
   if models.reader is not None:
     path = os.path.join(staging, HUB_DIR, READER_DIR)
     tf_hub.save_reader(models.reader, tokenizer, path)

@@ -43,9 +43,9 @@ import tensorflow as tf
 
 from export import imported
 from export.imported import BertPart, ImportedWeights
-from export.weight_assign import ConversionError, SourceTensor
-from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import BertConfig
+from realm_tf.modeling import hf_bert
+from realm_tf.modeling.weight_assign import ConversionError, SourceTensor
 
 REALM_CLASSES = ("RealmEmbedder", "RealmScorer", "RealmKnowledgeAugEncoder", "RealmReader",
                  "RealmForOpenQA")

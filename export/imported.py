@@ -3,7 +3,7 @@
 `export.tf1_checkpoints` (Google BERT and the original REALM / ORQA TF1 checkpoints and
 hub modules) and `export.hf_realm` (Hugging Face BERT and REALM folders) both produce an
 `ImportedWeights`; `export.converted` builds the realm-tf Keras models from it and writes
-the output directory. Tensors are keyed by the target names of `export.weight_assign`.
+the output directory. Tensors are keyed by the target names of `realm_tf.modeling.weight_assign`.
 """
 
 import dataclasses
@@ -14,8 +14,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from export.weight_assign import SourceTensor
 from realm_tf.modeling.config import BertConfig
+from realm_tf.modeling.weight_assign import SourceTensor
 
 PROJECTION_NAMES = ("projection/kernel", "projection/bias", "projection_layer_norm/gamma",
                     "projection_layer_norm/beta")

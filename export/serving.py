@@ -54,16 +54,16 @@ import numpy as np
 import tensorflow as tf
 
 from orqa.experiments import finetune_lib
-from orqa.models import towers
-from orqa.models import orqa_model
-from orqa import predict
 from orqa.experiments import training_utils
+from orqa.models import orqa_model
+from orqa.models import towers
+from orqa import predict
 from realm_tf import cli
 from realm_tf import errors
-from realm_tf import tf_hub_modules
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
+from realm_tf import tf_hub_modules
 
 FLAGS = flags.FLAGS
 SIGNATURE_KEY = "serving_default"
@@ -149,7 +149,7 @@ class ServingIndex(tf.Module):
     super().__init__(name="serving_index")
     block_emb = np.asarray(block_emb, np.float32)
     if not len(titles) == len(bodies) == block_emb.shape[0]:
-      raise orqa_model.BlockIndexError(
+      raise orqa_model.BlockEmbError(
           f"{block_emb.shape[0]} block embeddings but {len(bodies)} block texts and "
           f"{len(titles)} titles: the index and the block records must come from the "
           "same corpus, in the same order.")
@@ -289,8 +289,8 @@ def build_serving_module(model_dir: str, searcher: str = searchers.BRUTE_FORCE,
   if block_records_path:
     model_params.block_records_path = block_records_path
   config = model_params.orqa_config()
-  prefix = block_index.checkpoint_prefix(model_params.retriever_module_path)
-  block_emb = block_index.read_block_emb(prefix)
+  prefix = block_emb_file.checkpoint_prefix(model_params.retriever_module_path)
+  block_emb = block_emb_file.read_block_emb(prefix)
   titles, bodies = finetune_lib.load_block_records(model_params.block_records_path)
   refresh = bool(params.get("refresh_index_every_steps"))
   path = predict.checkpoint_to_restore(model_dir, checkpoint_path)

@@ -55,11 +55,11 @@ import tensorflow as tf
 
 from export import imported
 from export.imported import BertPart, ImportedWeights
-from export.weight_assign import ConversionError, SourceTensor
 from realm_tf.modeling import architecture
-from realm_tf.modeling import hf_bert
 from realm_tf.modeling.config import BertConfig
-from realm_tf.retrieval import block_index
+from realm_tf.modeling import hf_bert
+from realm_tf.modeling.weight_assign import ConversionError, SourceTensor
+from realm_tf.retrieval import block_emb_file
 
 _OPTIMIZER_PARTS = ("adam_m", "adam_v", "Adam", "Adam_1", "AdamWeightDecayOptimizer",
                     "AdamWeightDecayOptimizer_1", "Momentum", "Adagrad")
@@ -318,9 +318,9 @@ def read_realm_tf1(path: str, num_attention_heads: Optional[int] = None,
     if module_dir:
       result.vocab_path = result.vocab_path or imported.find_vocab(
           os.path.join(module_dir, "assets", "vocab.txt"))
-      encoded = block_index.checkpoint_prefix(module_dir)
+      encoded = block_emb_file.checkpoint_prefix(module_dir)
       if result.block_emb is None and _exists(encoded):
-        result.block_emb = block_index.read_block_emb(encoded)
+        result.block_emb = block_emb_file.read_block_emb(encoded)
         result.block_emb_source = encoded
   for what, found in (("embedder", embedders), ("reader", readers)):
     if len(found) > 1:
@@ -369,10 +369,10 @@ def _find_block_emb(path: str, result: ImportedWeights) -> Optional[np.ndarray]:
   if not tf.io.gfile.isdir(path):
     return None
   for module_dir in (path, os.path.join(path, "embedder")):
-    prefix = block_index.checkpoint_prefix(module_dir)
+    prefix = block_emb_file.checkpoint_prefix(module_dir)
     if _exists(prefix):
       result.block_emb_source = prefix
-      return block_index.read_block_emb(prefix)
+      return block_emb_file.read_block_emb(prefix)
   return None
 
 

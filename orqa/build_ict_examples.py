@@ -13,6 +13,7 @@ from absl import logging
 
 from orqa.data import jsonl_io
 from realm_tf import cli
+from realm_tf import errors
 from realm_tf.ict import examples
 from realm_tf.tokenization import Tokenizer
 
@@ -21,16 +22,16 @@ def passages(path: str):
   """(title, text) of each line of a passages jsonl(.gz) (`text` or `body` field).
 
   Raises:
-    jsonl_io.JsonlFormatError: a line lacks a string text or has a non-string title.
+    errors.InputFileError: a line lacks a string text or has a non-string title.
   """
   for line_number, record in jsonl_io.read_jsonl(path):
     text = record.get("text", record.get("body"))
     title = record.get("title", "")
     if not isinstance(text, str):
-      raise jsonl_io.JsonlFormatError(path, line_number,
+      raise errors.InputFileError(path, line_number,
                                       "missing string field 'text' (or 'body')")
     if not isinstance(title, str):
-      raise jsonl_io.JsonlFormatError(path, line_number, "field 'title' must be a string")
+      raise errors.InputFileError(path, line_number, "field 'title' must be a string")
     yield title, text
 
 

@@ -7,9 +7,8 @@ error as one line and exit with status 1 instead of a traceback (`realm_tf.cli.r
 Each message names the file, and where there is one the line or record, that is at
 fault. A missing input file stays a `FileNotFoundError` (the CLIs treat it the same).
 
-`InputFileError` is the error of one bad record of a file; the corpus builders' and
-ORQA's jsonl readers raise it (`CorpusFormatError` and `JsonlFormatError` are its
-names there).
+`InputFileError` is the error of one bad record of a file; the corpus builders and
+ORQA's jsonl readers raise it.
 """
 
 from typing import Optional

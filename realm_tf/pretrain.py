@@ -31,20 +31,20 @@ import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before Tensor
 import tensorflow as tf
 
 from realm_tf import cli
-from realm_tf import sample_data
 from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
-from realm_tf.modeling import architecture
-from realm_tf.modeling import precision
-from realm_tf.modeling.config import RealmConfig
-from realm_tf.modeling.weights import load_pretrained_realm
-from realm_tf.retrieval import answer_recall, block_index, searchers
-from realm_tf.tokenization import Tokenizer
 from realm_tf.ict import training as ict_training
+from realm_tf.modeling import architecture
+from realm_tf.modeling.config import RealmConfig
+from realm_tf.modeling import precision
+from realm_tf.modeling.weights import load_pretrained_realm
+from realm_tf.retrieval import answer_recall, block_emb_file, searchers
+from realm_tf import sample_data
+from realm_tf.tokenization import Tokenizer
 from realm_tf.training import corpora, inline_refresh, initial_index, sample_setup, strategies
 from realm_tf.training import model_dir as model_dir_lib
-from realm_tf.training import warm_start
 from realm_tf.training.trainer import Trainer
+from realm_tf.training import warm_start
 
 FLAGS = flags.FLAGS
 
@@ -290,7 +290,7 @@ def main(argv):
                                 train_paths, eval_paths, retrieval_paths, strategy,
                                 zero_shot)
   if FLAGS.initial_embedder_module:  # Given, not ours to re-embed: refused if stale.
-    retrieval.check_index(os.path.dirname(block_index.checkpoint_prefix(
+    retrieval.check_index(os.path.dirname(block_emb_file.checkpoint_prefix(
         FLAGS.initial_embedder_module)))
   initial = FLAGS.initial_embedder_module or initial_index.build_initial_embedder_module(
       trainer.model, tokenizer, featurizer, retrieval_paths,

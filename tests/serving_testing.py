@@ -15,17 +15,17 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from realm_tf import tf_hub_modules as tf_hub
+from orqa.data import jsonl_io
 from orqa.experiments import finetune_lib
 from orqa.experiments import finetune_training
-from orqa.data import jsonl_io
-from orqa.models import towers
 from orqa.experiments import training_utils
-from realm_tf import locks
-from realm_tf import sample_data
+from orqa.models import towers
 from realm_tf.featurization import bert_format
-from realm_tf.retrieval import block_index
+from realm_tf import locks
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import searchers
+from realm_tf import sample_data
+from realm_tf import tf_hub_modules as tf_hub
 
 
 def _embed_passages(embedder, tokenizer, passages_path: str, seq_len: int = 64,
@@ -59,7 +59,7 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
   embedder_path = os.path.join(model_dir, "retriever", "embedder")
   tf_hub.save_embedder(embedder, tokenizer, embedder_path, query_seq_len=32)
   block_emb = _embed_passages(embedder, tokenizer, passages_path)
-  block_index.write_block_emb(block_index.checkpoint_prefix(embedder_path), block_emb)
+  block_emb_file.write_block_emb(block_emb_file.checkpoint_prefix(embedder_path), block_emb)
   params = finetune_lib.ModelParams(
       retriever_module_path=embedder_path, block_records_path=blocks_path,
       reader_preset="tiny", reader_vocab_path=sample_data.VOCAB_PATH,

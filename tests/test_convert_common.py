@@ -11,10 +11,10 @@ import tensorflow as tf
 import tf_keras
 
 from export import imported
-from export import weight_assign
-from export.weight_assign import ConversionError, SourceTensor
 from orqa.data import answer_spans
 from orqa.models.span_scorer import SpanScorer
+from realm_tf.modeling import weight_assign
+from realm_tf.modeling.weight_assign import ConversionError, SourceTensor
 
 # A tiny BERT: 2 layers, hidden 64 in 2 heads of 32 (so the head count matters).
 TINY = dict(vocab_size=40, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -16,9 +16,10 @@ from safetensors.numpy import save_file
 
 from export import convert
 from export import converted
-from export.weight_assign import ConversionError, UnsupportedFormatError
 from realm_tf import errors
-from realm_tf.retrieval import block_index
+from realm_tf.errors import UnsupportedFormatError
+from realm_tf.modeling.weight_assign import ConversionError
+from realm_tf.retrieval import block_emb_file
 from tests.conftest import REPO_ROOT, shared_path
 from tests.test_convert_common import (IDS, MASK, POSITIONS, PROJ, SEGMENTS, SPAN, TINY,
                                        keras_inputs, np_bert, np_mlm, np_projection,
@@ -188,7 +189,7 @@ def test_hf_realm_classes_convert_completely(tmp_path, realm_class):
     _check_reader(models, reader, span if realm_class != "RealmKnowledgeAugEncoder" else None)
   if realm_class == "RealmForOpenQA":
     np.testing.assert_array_equal(
-        block_index.read_block_emb(converted.block_emb_prefix(out)), block_emb)
+        block_emb_file.read_block_emb(converted.block_emb_prefix(out)), block_emb)
     assert manifest["components"]["block_emb"]["shape"] == [6, PROJ]
 
 

@@ -15,10 +15,10 @@ import tensorflow as tf
 
 from export import convert
 from export import converted
-from export.weight_assign import ConversionError
-from realm_tf.modeling import weights
 from realm_tf.modeling.realm_model import RealmModel
-from realm_tf.retrieval import block_index
+from realm_tf.modeling.weight_assign import ConversionError
+from realm_tf.modeling import weights
+from realm_tf.retrieval import block_emb_file
 from tests.conftest import REPO_ROOT
 from tests.test_convert_common import (IDS, MASK, POSITIONS, PROJ, SEGMENTS, TINY,
                                        keras_inputs, np_bert, np_mlm, np_projection,
@@ -241,7 +241,7 @@ def test_orqa_model_checkpoint_with_span_mlp(tmp_path):
   npz = np.load(os.path.join(out, "bert", "span_scorer.npz"))
   assert sorted(npz.files) == sorted(span) and all(
       np.array_equal(npz[k], span[k]) for k in span)
-  np.testing.assert_array_equal(block_index.read_block_emb(converted.block_emb_prefix(out)),
+  np.testing.assert_array_equal(block_emb_file.read_block_emb(converted.block_emb_prefix(out)),
                                 block_emb)
 
 

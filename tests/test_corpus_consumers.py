@@ -20,20 +20,20 @@ import pytest
 import tensorflow as tf
 
 from orqa.experiments import finetune_lib
-from realm_tf import errors
-from realm_tf.retrieval import refresher as refresher_lib
-from realm_tf import sample_data
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.corpus import manifest as manifest_lib
+from realm_tf import errors
 from realm_tf.generation import stream
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import encoded_export
-from tests import retrieval_testing
+from realm_tf.retrieval import refresher as refresher_lib
+from realm_tf import sample_data
 from realm_tf.tokenization import Tokenizer
 from realm_tf.training import corpora
 from tests.conftest import REPO_ROOT, TINY_VOCAB
+from tests import retrieval_testing
 
 TEXTS = ["The Eiffel tower was built in 1889.", "Paris is a city in France.",
          "The river Nile.", "New York is a city.", "Cafe au lait in Paris."]
@@ -135,7 +135,7 @@ def test_refresh_records_the_corpus_and_stale_indexes_are_skipped(tmp_path, tiny
   refresher = _refresher(model_dir, tiny_corpus)
   (encoded,) = refresher.run(once=True)
   index_dir = os.path.dirname(encoded_export.block_emb_prefix(encoded))
-  recorded = block_index.read_index_corpus(index_dir)
+  recorded = block_emb_file.read_index_corpus(index_dir)
   original = corpus_reader.open_corpus(tiny_corpus)
   assert recorded["fingerprint_sha256"] == original.fingerprint
   assert recorded["num_blocks"] == recorded["num_rows"] == len(TEXTS)
@@ -179,7 +179,7 @@ def test_pretraining_re_embeds_its_initial_index_for_a_changed_corpus(tmp_path, 
     initial_index.build_initial_embedder_module(model, tokenizer, featurizer,
                                                 corpus.shard_paths, path, batch_size=4,
                                                 corpus_info=corpus.describe())
-    return block_index.read_block_emb(block_index.checkpoint_prefix(path))
+    return block_emb_file.read_block_emb(block_emb_file.checkpoint_prefix(path))
 
   before = build(corpus_reader.open_corpus(tiny_corpus))
   assert build(corpus_reader.open_corpus(tiny_corpus)) is not None  # Reused as is.

@@ -9,8 +9,8 @@ import pytest
 
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import build_retrieval_corpus
-from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import manifest as manifest_lib
+from realm_tf import errors
 
 GOOD = {"id": "g", "title": "Paris", "text": "Paris is a city in France."}
 
@@ -52,7 +52,7 @@ def test_bad_record_names_file_and_line(tmp_path, tiny_vocab_path, builder, case
   src = write_lines(tmp_path / "in.jsonl", [_good_line(0), b"", line, _good_line(3)])
   out_dir = tmp_path / "out"
   build = _builders(tiny_vocab_path)[builder]
-  with pytest.raises(corpus_io.CorpusFormatError, match=message) as info:
+  with pytest.raises(errors.InputFileError, match=message) as info:
     build(src, str(out_dir / "corpus"))
   assert info.value.path == src and info.value.line_number == 3
   assert f"{src}:3:" in str(info.value)
@@ -81,7 +81,7 @@ def test_failed_build_keeps_the_previous_corpus(tmp_path, tiny_vocab_path):
   prefix = str(tmp_path / "out" / "blocks")
   build_retrieval_corpus.build(good, prefix, tiny_vocab_path, num_shards=2)
   before = tree(tmp_path / "out")
-  with pytest.raises(corpus_io.CorpusFormatError):
+  with pytest.raises(errors.InputFileError):
     build_retrieval_corpus.build(bad, prefix, tiny_vocab_path, num_shards=2)
   assert tree(tmp_path / "out") == before
   # A new build with fewer shards replaces the old corpus entirely.
@@ -117,7 +117,7 @@ def test_bad_annotation_names_annotation_file_and_line(tmp_path, case):
   ann = write_lines(tmp_path / "ann.jsonl", [
       _annotation("g0", [[0, 5, "GPE"]]), line, _annotation("g2", [[0, 5, "GPE"]])])
   prefix = str(tmp_path / "out" / "pre")
-  with pytest.raises(corpus_io.CorpusFormatError, match=message) as info:
+  with pytest.raises(errors.InputFileError, match=message) as info:
     build_pretrain_corpus.build(src, prefix, spans=f"precomputed:{ann}", num_shards=2,
                                 eval_shards=1)
   assert info.value.path == ann and info.value.line_number == 2
@@ -131,14 +131,14 @@ def test_bad_annotation_names_annotation_file_and_line(tmp_path, case):
 def test_annotation_file_length_mismatch(tmp_path):
   src = write_lines(tmp_path / "in.jsonl", [_good_line(0), _good_line(1)])
   short = write_lines(tmp_path / "short.jsonl", [_annotation("g0", [[0, 5, "GPE"]])])
-  with pytest.raises(corpus_io.CorpusFormatError, match="ended before") as info:
+  with pytest.raises(errors.InputFileError, match="ended before") as info:
     build_pretrain_corpus.build(src, str(tmp_path / "a" / "p"),
                                 spans=f"precomputed:{short}", num_shards=2,
                                 eval_shards=1)
   assert info.value.path == short and info.value.line_number == 2
   long = write_lines(tmp_path / "long.jsonl", [
       _annotation(f"g{i}", [[0, 5, "GPE"]]) for i in range(3)])
-  with pytest.raises(corpus_io.CorpusFormatError, match="more records") as info:
+  with pytest.raises(errors.InputFileError, match="more records") as info:
     build_pretrain_corpus.build(src, str(tmp_path / "b" / "p"),
                                 spans=f"precomputed:{long}", num_shards=2,
                                 eval_shards=1)
@@ -151,7 +151,7 @@ def test_gzip_input_and_missing_input(tmp_path, tiny_vocab_path):
   path = tmp_path / "in.jsonl.gz"
   with gzip.open(path, "wb") as f:
     f.write(_good_line(0) + b"\n" + b"{broken\n")
-  with pytest.raises(corpus_io.CorpusFormatError) as info:
+  with pytest.raises(errors.InputFileError) as info:
     build_retrieval_corpus.build(str(path), str(tmp_path / "o" / "b"), tiny_vocab_path,
                                  num_shards=1)
   assert info.value.line_number == 2

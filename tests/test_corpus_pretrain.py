@@ -8,9 +8,9 @@ import realm_tf  # pylint: disable=unused-import
 import pytest
 import tensorflow as tf
 
-from realm_tf.corpus import manifest as manifest_lib
 from realm_tf.corpus import build_pretrain_corpus
-from realm_tf.corpus import spans as spans_lib
+from realm_tf.corpus import manifest as manifest_lib
+from realm_tf.corpus import salient_spans as spans_lib
 from realm_tf import sample_data
 from realm_tf.sample_data import PASSAGES_PATH
 

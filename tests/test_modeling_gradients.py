@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.modeling import optimizer as optimizer_lib
-from realm_tf.modeling import training
-from tests import modeling_testing
 from realm_tf.modeling.realm_model import RealmModel
+from realm_tf.modeling import realm_steps
+from tests import modeling_testing
 
 
 def _grads(model, features, training=True):
@@ -74,7 +74,7 @@ def test_frozen_document_tower_gets_no_gradient_and_no_update():
   assert not any(id(v) in doc_ids for v in model.trainable_variables)
   before_doc = [v.numpy() for v in model.document_embedder.weights]
   before_query = [v.numpy() for v in model.query_embedder.weights]
-  step = training.make_train_step(
+  step = realm_steps.make_train_step(
       model, optimizer_lib.BertAdamWeightDecay(learning_rate=1e-3))
   step(features)
   for a, v in zip(before_doc, model.document_embedder.weights):

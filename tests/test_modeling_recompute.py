@@ -11,10 +11,10 @@ from official.nlp.modeling import layers as nlp_layers
 
 import tf_keras
 
-from realm_tf.modeling import encoders, recompute, training
-from tests import modeling_testing
 from realm_tf.modeling.config import RealmConfig
+from realm_tf.modeling import encoders, realm_steps, recompute
 from realm_tf.modeling.realm_model import RealmModel
+from tests import modeling_testing
 
 TOLERANCE = 1e-6
 
@@ -131,7 +131,7 @@ def test_micro_batches_give_the_whole_batch_update():
     model = RealmModel(RealmConfig.from_dict(dict(config.to_dict(),
                                                   micro_batches=micro_batches)))
     model.build_variables().set_weights(weights)
-    step = training.make_train_step(model, tf_keras.optimizers.SGD(0.5))
+    step = realm_steps.make_train_step(model, tf_keras.optimizers.SGD(0.5))
     out = step(features)
     results.append(({k: float(v) for k, v in out.items()}, model.get_weights()))
   (out_a, weights_a), (out_b, weights_b) = results

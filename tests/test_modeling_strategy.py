@@ -12,9 +12,9 @@ import time
 import numpy as np
 import tensorflow as tf
 from realm_tf.modeling import optimizer as optimizer_lib
-from realm_tf.modeling import training
-from tests import modeling_testing
 from realm_tf.modeling.realm_model import RealmModel
+from realm_tf.modeling import realm_steps
+from tests import modeling_testing
 
 no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -23,8 +23,8 @@ def run(strategy, config, initial, batches):
     model = RealmModel(config).build_variables()
     model.set_weights(initial)
     optimizer = optimizer_lib.create_optimizer(config)
-  train_step = training.make_train_step(model, optimizer, strategy)
-  eval_step = training.make_eval_step(model, strategy)
+  train_step = realm_steps.make_train_step(model, optimizer, strategy)
+  eval_step = realm_steps.make_eval_step(model, strategy)
   results = []
   for batch in batches:
     n = strategy.num_replicas_in_sync
@@ -33,7 +33,7 @@ def run(strategy, config, initial, batches):
         return tf.nest.map_structure(
             lambda t: tf.split(t, n, axis=0)[ctx.replica_id_in_sync_group], batch)
       batch = strategy.experimental_distribute_values_from_function(value_fn)
-    e = eval_step(batch)
+    e = realm_steps.eval_metrics(eval_step(batch))
     r = train_step(batch)
     results.append([float(e["loss"]), float(e["retrieval_utility"]), float(r["loss"]),
                     float(r["retrieval_utility"]), float(r["off_policy_delay_mins"])])

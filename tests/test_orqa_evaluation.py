@@ -13,7 +13,7 @@ import tensorflow as tf
 from orqa.data import block_records
 from orqa import evaluate
 from orqa.evaluation import qa_metrics
-from orqa.data import jsonl_io
+from realm_tf import errors
 
 
 def _write_jsonl(path, records):
@@ -100,13 +100,13 @@ def test_evaluate_predictions_files(tmp_path):
 def test_malformed_lines_name_file_and_line(tmp_path):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"question": "q", "answer": ["a"]}\n\nnot json\n', encoding="utf-8")
-  with pytest.raises(jsonl_io.JsonlFormatError, match=r"bad.jsonl:3: not valid JSON"):
+  with pytest.raises(errors.InputFileError, match=r"bad.jsonl:3: not valid JSON"):
     qa_metrics.read_references(str(path))
   path.write_text('{"question": "q", "answer": [1]}\n', encoding="utf-8")
-  with pytest.raises(jsonl_io.JsonlFormatError, match=r"bad.jsonl:1: .*'answer'"):
+  with pytest.raises(errors.InputFileError, match=r"bad.jsonl:1: .*'answer'"):
     qa_metrics.read_references(str(path))
   path.write_text('{"prediction": "x"}\n', encoding="utf-8")
-  with pytest.raises(jsonl_io.JsonlFormatError, match=r"bad.jsonl:1: missing .*question"):
+  with pytest.raises(errors.InputFileError, match=r"bad.jsonl:1: missing .*question"):
     qa_metrics.read_predictions(str(path))
   with pytest.raises(FileNotFoundError, match="missing.jsonl"):
     qa_metrics.read_references(str(tmp_path / "missing.jsonl"))
@@ -235,7 +235,7 @@ def test_retrieved_blocks_of_the_wrong_type_name_file_and_line(tmp_path, record,
   refs = _write_jsonl(tmp_path / "refs.jsonl", [{"question": "q1", "answer": ["Paris"]}])
   preds = _write_jsonl(tmp_path / "preds.jsonl", [{"question": "q0", "prediction": "x"},
                                                   record])
-  with pytest.raises(jsonl_io.JsonlFormatError, match=message) as info:
+  with pytest.raises(errors.InputFileError, match=message) as info:
     evaluate.run(refs, preds, blocks_path=str(tmp_path / "unused.jsonl"))
   assert info.value.path == preds and info.value.line_number == 2
 

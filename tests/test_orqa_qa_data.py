@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from orqa import create_data_splits
-from orqa.data import jsonl_io
 from orqa.data import qa_data
+from realm_tf import errors
 
 
 def _write(path, lines):
@@ -38,7 +38,7 @@ def test_load_examples(tmp_path):
 def test_load_examples_errors_name_file_and_line(tmp_path, line, message):
   path = _write(tmp_path / "qa.jsonl",
                 [json.dumps({"question": "q", "answer": ["a"]}), line])
-  with pytest.raises(jsonl_io.JsonlFormatError, match=message):
+  with pytest.raises(errors.InputFileError, match=message):
     qa_data.load_examples(path)
 
 
@@ -49,7 +49,7 @@ def test_load_examples_errors_are_typed(tmp_path):
   assert (info.value.path, info.value.line_number) == (path, 1)
   path = tmp_path / "bytes.jsonl"
   path.write_bytes(b'{"question": "\xff", "answer": []}\n')
-  with pytest.raises(jsonl_io.JsonlFormatError, match="UTF-8"):
+  with pytest.raises(errors.InputFileError, match="UTF-8"):
     qa_data.load_examples(str(path))
   with pytest.raises(FileNotFoundError):
     qa_data.load_examples(str(tmp_path / "absent.jsonl"))

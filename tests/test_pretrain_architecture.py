@@ -25,17 +25,17 @@ import tensorflow as tf
 
 from export import convert
 from export import converted
-from export.weight_assign import ConversionError
-from orqa.models import towers
 from orqa.models import span_scorer
-from realm_tf import pretrain
+from orqa.models import towers
 from realm_tf.modeling import architecture
-from realm_tf.modeling import encoders
-from tests import modeling_testing
-from realm_tf.modeling import weights
 from realm_tf.modeling.architecture import ArchitectureConflictError, WeightsMismatchError
 from realm_tf.modeling.config import BertConfig
+from realm_tf.modeling import encoders
 from realm_tf.modeling.realm_model import RealmModel
+from realm_tf.modeling.weight_assign import ConversionError
+from realm_tf.modeling import weights
+from realm_tf import pretrain
+from tests import modeling_testing
 from tests.test_convert_common import (VOCAB, random_bert, random_projection,
                                        write_tf1_checkpoint, write_vocab)
 from tests.test_convert_hf import hf_embedder, hf_mlm_head, hf_names, write_hf_folder

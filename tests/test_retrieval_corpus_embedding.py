@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from realm_tf.featurization.featurizer import _ragged_rows  # pylint: disable=protected-access
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
+from tests.conftest import TINY_VOCAB
 from tests import retrieval_testing
 from tests import strategy_utils
-from tests.conftest import TINY_VOCAB
 
 VOCAB_SIZE = len(TINY_VOCAB)
 SEQ_LEN = 12
@@ -81,9 +81,9 @@ def test_worker_splits_merge_to_the_same_rows(corpus, tmp_path, num_tasks):
   for task in reversed(range(num_tasks)):
     result = corpus_embedding.embed_task(corpus["paths"], counts, task, num_tasks,
                                          corpus["embedder"].embed, corpus["featurizer"], 16)
-    block_index.write_partial(partials, task, num_tasks, result["block_emb"],
+    block_emb_file.write_partial(partials, task, num_tasks, result["block_emb"],
                               {"shard_range": list(result["shard_range"])})
-  merged = block_index.merge_partials(partials, num_tasks)
+  merged = block_emb_file.merge_partials(partials, num_tasks)
   np.testing.assert_allclose(merged, corpus["expected"], rtol=1e-5, atol=1e-5)
 
 
@@ -93,7 +93,7 @@ def test_command_line_tasks_and_merge(corpus, tmp_path):
   if "embedder" not in flags.FLAGS:
     corpus_embedding.define_flags()
   out = str(tmp_path / "out")
-  os.makedirs(os.path.join(out, block_index.PARTIALS_DIR))
+  os.makedirs(os.path.join(out, block_emb_file.PARTIALS_DIR))
   base = ["prog", f"--embedder={corpus['saved']}", f"--vocab_path={corpus['vocab']}",
           f"--retrieval_corpus_path={corpus['root']}/blocks.tfr-*", f"--output_dir={out}",
           f"--candidate_seq_len={SEQ_LEN}", "--num_tasks=2", "--batch_size=16"]

@@ -17,13 +17,13 @@ def test_numeric_sort_with_trailing_slash(tmp_path):
   model_dir = str(tmp_path) + "/"
   _make_exports(str(tmp_path), "tf_hub", [2, 10, 9])
   os.makedirs(os.path.join(str(tmp_path), "export", "tf_hub", "temp-11"))  # Ignored.
-  assert export_dirs.best_export_path(model_dir, "tf_hub") == os.path.join(
+  assert export_dirs.newest_export_path(model_dir, "tf_hub") == os.path.join(
       str(tmp_path), "export", "tf_hub", "10")
   assert [export_dirs.timestamp_of(p) for p in export_dirs.export_paths(
       export_dirs.export_base(model_dir, "tf_hub"))] == [2, 9, 10]
   assert export_dirs.tfhub_export_path(model_dir, "tf_hub", "embedder").endswith(
       "/export/tf_hub/10/embedder")
-  assert export_dirs.best_export_path(model_dir, "missing") is None
+  assert export_dirs.newest_export_path(model_dir, "missing") is None
 
 
 def test_clean_exports_keeps_newest(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import searchers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,8 +64,8 @@ def test_brute_force_saved_model_and_directory_round_trip(tmp_path):
   tf.saved_model.save(searcher, str(tmp_path / "sm"))
   assert tf.saved_model.load(str(tmp_path / "sm")).block_emb.shape == (500, 8)
   # As a searcher directory pointing at an existing block_emb checkpoint.
-  prefix = block_index.checkpoint_prefix(str(tmp_path / "snap" / "embedder"))
-  block_index.write_block_emb(prefix, block_emb)
+  prefix = block_emb_file.checkpoint_prefix(str(tmp_path / "snap" / "embedder"))
+  block_emb_file.write_block_emb(prefix, block_emb)
   searcher.save(str(tmp_path / "snap" / "brute_force"), block_emb_checkpoint=prefix)
   manifest = json.loads((tmp_path / "snap" / "brute_force" / "manifest.json").read_text())
   assert manifest["type"] == "brute_force"

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from orqa.data import jsonl_io
 from realm_tf.corpus import manifest as manifest_lib
+from realm_tf import errors
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # The original release's title file, next to its blocks.tfr (record i = title of block i).
@@ -118,7 +119,7 @@ def load_block_texts(path: str, text_field: str = "") -> List[str]:
 
   Raises:
     FileNotFoundError: nothing matches `path`.
-    jsonl_io.JsonlFormatError: a jsonl line lacks the text field.
+    errors.InputFileError: a jsonl line lacks the text field.
     ValueError: a raw `blocks.tfr` and its `titles.tfr` differ in length.
   """
   if _is_jsonl(path):
@@ -127,7 +128,7 @@ def load_block_texts(path: str, text_field: str = "") -> List[str]:
     for line_number, record in jsonl_io.read_jsonl(path):
       value = record.get(text_field)
       if not isinstance(value, str):
-        raise jsonl_io.JsonlFormatError(
+        raise errors.InputFileError(
             path, line_number, f"missing string field {text_field!r}")
       texts.append(value)
     return texts

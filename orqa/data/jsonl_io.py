@@ -16,17 +16,12 @@ import tensorflow as tf
 from realm_tf import errors
 
 
-# A malformed line of a jsonl file, naming the file and the 1-based line number (the
-# corpus builders raise the same class as `CorpusFormatError`).
-JsonlFormatError = errors.InputFileError
-
-
 def read_jsonl(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
   """Yields (1-based line number, JSON object) for every non-blank line of `path`.
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    JsonlFormatError: a line is not UTF-8, not JSON, or not a JSON object.
+    errors.InputFileError: a line is not UTF-8, not JSON, or not a JSON object.
   """
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"File not found: {path}")
@@ -38,11 +33,11 @@ def read_jsonl(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
       try:
         record = json.loads(line.decode("utf-8"))
       except UnicodeDecodeError as e:
-        raise JsonlFormatError(path, line_number, f"not valid UTF-8: {e}") from e
+        raise errors.InputFileError(path, line_number, f"not valid UTF-8: {e}") from e
       except json.JSONDecodeError as e:
-        raise JsonlFormatError(path, line_number, f"not valid JSON: {e}") from e
+        raise errors.InputFileError(path, line_number, f"not valid JSON: {e}") from e
       if not isinstance(record, dict):
-        raise JsonlFormatError(path, line_number,
+        raise errors.InputFileError(path, line_number,
                                f"expected a JSON object, got {type(record).__name__}")
       yield line_number, record
 

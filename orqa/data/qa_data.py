@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from orqa.data import jsonl_io
+from realm_tf import errors
 
 QAExample = collections.namedtuple("QAExample", ["question", "answers"])
 QAExample.__doc__ = "A question (str) and its reference answers (list of str)."
@@ -21,7 +22,7 @@ RESPLIT_NUM_BUCKETS = 100000
 RESPLIT_DEV_MODULUS = 10
 
 
-class QADataError(jsonl_io.JsonlFormatError):
+class QADataError(errors.InputFileError):
   """A malformed QA example. Names the file and the 1-based line number."""
 
 
@@ -34,7 +35,7 @@ def load_examples(path: str, answer_field: str = "answer") -> List[QAExample]:
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    jsonl_io.JsonlFormatError: a line is not a JSON object (QADataError when the object
+    errors.InputFileError: a line is not a JSON object (QADataError when the object
       lacks a string `question` or a list of strings `answer_field`).
   """
   examples = []

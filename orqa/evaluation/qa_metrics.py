@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence
 from absl import logging
 
 from orqa.data import jsonl_io
+from realm_tf import errors
 from realm_tf.retrieval.answer_recall import (compile_regex, make_answer_matcher,
                                               normalize_answer)
 
@@ -87,14 +88,14 @@ def _string_list(value, path: str, line_number: int, field: str) -> List[str]:
   if isinstance(value, str):
     return [value]
   if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-    raise jsonl_io.JsonlFormatError(
+    raise errors.InputFileError(
         path, line_number, f"field {field!r} must be a list of strings, got {value!r}")
   return value
 
 
 def _required(record, field: str, path: str, line_number: int):
   if field not in record:
-    raise jsonl_io.JsonlFormatError(path, line_number, f"missing field {field!r}")
+    raise errors.InputFileError(path, line_number, f"missing field {field!r}")
   return record[field]
 
 
@@ -112,7 +113,7 @@ def read_references(path: str, answer_field: str = "answer") -> Dict[str, List[s
   for line_number, record in jsonl_io.read_jsonl(path):
     question = _required(record, "question", path, line_number)
     if not isinstance(question, str):
-      raise jsonl_io.JsonlFormatError(path, line_number, "field 'question' must be a string")
+      raise errors.InputFileError(path, line_number, "field 'question' must be a string")
     answers = _string_list(_required(record, "answer", path, line_number), path,
                            line_number, "answer")
     if answer_field == "answer_and_def_correct_predictions":
@@ -135,27 +136,27 @@ def read_predictions(path: str) -> Dict[str, dict]:
   """{question: prediction record} from a predictions jsonl (later duplicates win).
 
   Raises:
-    JsonlFormatError: a record lacks a string question, has a non-string prediction, or
+    errors.InputFileError: a record lacks a string question, has a non-string prediction, or
       retrieved blocks that are not a list of strings (texts) or of integers (ids).
   """
   predictions = {}
   for line_number, record in jsonl_io.read_jsonl(path):
     question = _required(record, "question", path, line_number)
     if not isinstance(question, str):
-      raise jsonl_io.JsonlFormatError(path, line_number, "field 'question' must be a string")
+      raise errors.InputFileError(path, line_number, "field 'question' must be a string")
     if "prediction" in record and not isinstance(record["prediction"], str):
-      raise jsonl_io.JsonlFormatError(path, line_number,
+      raise errors.InputFileError(path, line_number,
                                       "field 'prediction' must be a string")
     for field in RETRIEVED_TEXT_FIELDS:
       value = record.get(field)
       if field in record and not (isinstance(value, list) and
                                   all(isinstance(v, str) for v in value)):
-        raise jsonl_io.JsonlFormatError(path, line_number,
+        raise errors.InputFileError(path, line_number,
                                         f"field {field!r} must be a list of strings")
     for field in RETRIEVED_ID_FIELDS:
       value = record.get(field)
       if field in record and not (isinstance(value, list) and all(map(_is_int, value))):
-        raise jsonl_io.JsonlFormatError(path, line_number,
+        raise errors.InputFileError(path, line_number,
                                         f"field {field!r} must be a list of integers")
     predictions[question] = record
   return predictions

@@ -12,13 +12,13 @@ import numpy as np
 import tensorflow as tf
 
 from orqa.data import block_records
-from orqa.evaluation import qa_metrics
-from orqa.data import jsonl_io
-from orqa.models import towers
-from orqa.models import orqa_model
 from orqa.data import qa_data
+from orqa.evaluation import qa_metrics
+from orqa.models import orqa_model
+from orqa.models import towers
+from realm_tf import errors
 from realm_tf.modeling import precision as precision_lib
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import searchers
 
@@ -63,15 +63,15 @@ def load_block_records(path: str):
   if _is_jsonl(path):
     try:
       return titles, block_records.load_block_texts(path, "text")
-    except jsonl_io.JsonlFormatError:
+    except errors.InputFileError:
       return titles, block_records.load_block_texts(path, "body")
   return titles, block_records.load_block_texts(path, "body")
 
 
 def load_block_index(params: ModelParams, num_neighbors: int) -> orqa_model.BlockIndex:
   """The frozen index: `<retriever_module_path>/encoded/encoded.ckpt` + block texts."""
-  prefix = block_index.checkpoint_prefix(params.retriever_module_path)
-  block_emb = block_index.read_block_emb(prefix)
+  prefix = block_emb_file.checkpoint_prefix(params.retriever_module_path)
+  block_emb = block_emb_file.read_block_emb(prefix)
   titles, bodies = load_block_records(params.block_records_path)
   logging.info("Block index %s: %s; %d block records in %s.", prefix, block_emb.shape,
                len(bodies), params.block_records_path)
@@ -101,7 +101,7 @@ def check_block_records(params: ModelParams, retriever_tokenizer) -> None:
   corpus = corpus_reader.open_corpus(path)
   corpus.check_vocab(retriever_tokenizer.vocab_path,
                      f"the vocabulary of the retriever module {params.retriever_module_path}")
-  corpus.check_index(os.path.dirname(block_index.checkpoint_prefix(
+  corpus.check_index(os.path.dirname(block_emb_file.checkpoint_prefix(
       params.retriever_module_path)))
 
 

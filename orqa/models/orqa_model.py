@@ -34,12 +34,12 @@ import tensorflow as tf
 import tf_keras
 
 from official.nlp.modeling import networks
-from orqa.models import answer_text
-from orqa.models import losses
-from orqa.ops import orqa_ops
-from orqa.models import span_scorer as span_scorer_lib
 from orqa.data import answer_spans
 from orqa.data import titled_reader_features
+from orqa.models import answer_text
+from orqa.models import losses
+from orqa.models import span_scorer as span_scorer_lib
+from orqa.ops import orqa_ops
 from realm_tf import errors
 from realm_tf.featurization import bert_format
 from realm_tf.modeling import precision
@@ -78,7 +78,7 @@ class OrqaConfig:
     return dataclasses.asdict(self)
 
 
-class BlockIndexError(errors.RealmInputError):
+class BlockEmbError(errors.RealmInputError):
   """Block embeddings and block texts that do not match."""
 
 
@@ -102,9 +102,9 @@ class BlockIndex:
                scann_params: Optional[Dict[str, Any]] = None):
     block_emb = np.asarray(block_emb, np.float32)
     if block_emb.ndim != 2:
-      raise BlockIndexError(f"block_emb must be [K, D], got {block_emb.shape}.")
+      raise BlockEmbError(f"block_emb must be [K, D], got {block_emb.shape}.")
     if not len(titles) == len(bodies) == block_emb.shape[0]:
-      raise BlockIndexError(f"{block_emb.shape[0]} block embeddings but {len(bodies)} block "
+      raise BlockEmbError(f"{block_emb.shape[0]} block embeddings but {len(bodies)} block "
                             f"texts and {len(titles)} titles: the index and the block "
                             "records must come from the same corpus, in the same order.")
     self.searcher_type = searcher_type
@@ -164,7 +164,7 @@ class BlockIndex:
     """
     block_emb = np.asarray(block_emb, np.float32)
     if block_emb.shape != tuple(self.block_emb.shape):
-      raise BlockIndexError(f"New block_emb {block_emb.shape} != {tuple(self.block_emb.shape)}")
+      raise BlockEmbError(f"New block_emb {block_emb.shape} != {tuple(self.block_emb.shape)}")
     self.block_emb.assign(block_emb)
     self._build_searcher(block_emb)
 

@@ -28,10 +28,10 @@ from absl import flags
 from absl import logging
 
 from realm_tf import cli
-from realm_tf import errors
-from realm_tf.corpus import pipeline
+from realm_tf.corpus import build_loop
 from realm_tf.corpus import pretrain_examples
-from realm_tf.corpus import spans as spans_lib
+from realm_tf.corpus import salient_spans as spans_lib
+from realm_tf import errors
 
 FEATURES = ("title", "text", "sentence_byte_start", "sentence_byte_limit",
             "span_byte_start", "span_byte_limit")
@@ -41,16 +41,16 @@ def build(input_path: str, output_prefix: str, *, spans: str = "rules",
           spacy_model: str = "en_core_web_sm", span_labels=spans_lib.SALIENT_LABELS,
           num_shards: int = 50, eval_shards: int = 5, num_workers: int = 1,
           chunk_size: int = 256, skip_bad_records: bool = False,
-          shard_suffix: str = "", allow_empty: bool = False) -> pipeline.BuildResult:
+          shard_suffix: str = "", allow_empty: bool = False) -> build_loop.BuildResult:
   """Builds the pre-training corpus; see the module docstring.
 
   Raises:
     ArgumentError: an argument is out of range (checked before anything is written).
-    CorpusFormatError: a bad input or annotation record (unless `skip_bad_records`).
+    errors.InputFileError: a bad input or annotation record (unless `skip_bad_records`).
     AnnotatorUnavailableError: `--spans=spacy` without spaCy or the pipeline.
     EmptyCorpusError: no passage was produced and not `allow_empty`.
   """
-  pipeline.check_build_args(num_shards, num_workers, chunk_size)
+  build_loop.check_build_args(num_shards, num_workers, chunk_size)
   if not 0 <= eval_shards < num_shards:
     raise errors.ArgumentError(f"--eval_shards={eval_shards} must be in [0, --num_shards="
                                f"{num_shards}) so that a train split remains")
@@ -65,15 +65,15 @@ def build(input_path: str, output_prefix: str, *, spans: str = "rules",
   annotator.setup()  # Fails early (e.g. spaCy missing) before any worker starts.
   processor = pretrain_examples.PretrainProcessor(annotator)
 
-  def make_manifest(result: pipeline.BuildResult) -> dict:
-    shards = pipeline.shard_entries(result)
+  def make_manifest(result: build_loop.BuildResult) -> dict:
+    shards = build_loop.shard_entries(result)
     annotator_entry = {"name": annotator.name}
     if annotator.name != "rules":
       annotator_entry["labels"] = sorted(span_labels)
     if annotator.name == "spacy":
       annotator_entry["spacy_model"] = spacy_model
     if annotations_path is not None:
-      annotator_entry["annotations"] = pipeline.source_entry(annotations_path)
+      annotator_entry["annotations"] = build_loop.source_entry(annotations_path)
     return {
         "format": "realm_pretrain_corpus",
         "original": "language/realm/example_generator.py (reader)",
@@ -91,12 +91,12 @@ def build(input_path: str, output_prefix: str, *, spans: str = "rules",
         "features": list(FEATURES),
         "offsets": "UTF-8 byte offsets into text; start inclusive, limit exclusive",
         "spans": annotator_entry,
-        "source": pipeline.source_entry(input_path),
+        "source": build_loop.source_entry(input_path),
         "counters": dict(sorted(result.counters.items())),
     }
 
-  return pipeline.run_build(
-      items=pipeline.read_items(input_path, annotations_path),
+  return build_loop.run_build(
+      items=build_loop.read_items(input_path, annotations_path),
       processor=processor,
       output_prefix=output_prefix,
       num_shards=num_shards,

@@ -27,10 +27,10 @@ from absl import flags
 from absl import logging
 
 from realm_tf import cli
-from realm_tf import errors
+from realm_tf.corpus import build_loop
 from realm_tf.corpus import io as corpus_io
-from realm_tf.corpus import pipeline
 from realm_tf.corpus import retrieval_examples
+from realm_tf import errors
 
 FEATURES = ("title", "body", "title_token_texts", "title_token_starts",
             "title_token_stops", "title_token_ids", "body_token_texts",
@@ -42,16 +42,16 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
           max_block_length: int = 288, num_shards: int = 50,
           num_workers: int = 1, chunk_size: int = 256,
           skip_bad_records: bool = False,
-          total_documents: int = 0, allow_empty: bool = False) -> pipeline.BuildResult:
+          total_documents: int = 0, allow_empty: bool = False) -> build_loop.BuildResult:
   """Builds the retrieval corpus; see the module docstring.
 
   Raises:
     ArgumentError: an argument is out of range (checked before anything is written), or
       `total_documents` is set and differs from the number of blocks.
-    CorpusFormatError: a bad input record (unless `skip_bad_records`).
+    errors.InputFileError: a bad input record (unless `skip_bad_records`).
     EmptyCorpusError: no block was produced and not `allow_empty`.
   """
-  pipeline.check_build_args(num_shards, num_workers, chunk_size)
+  build_loop.check_build_args(num_shards, num_workers, chunk_size)
   if mode not in retrieval_examples.MODES:
     raise errors.ArgumentError(f"--mode={mode!r} is not one of {retrieval_examples.MODES}")
   if mode == "articles" and max_block_length <= 3:
@@ -67,7 +67,7 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
   processor.setup()  # Fails early (bad vocab) before any worker starts.
   vocab_size = len(processor._vocab_bytes)  # pylint: disable=protected-access
 
-  def make_manifest(result: pipeline.BuildResult) -> dict:
+  def make_manifest(result: build_loop.BuildResult) -> dict:
     if total_documents and result.num_records != total_documents:
       raise errors.ArgumentError(f"--total_documents={total_documents} but the build "
                                  f"produced {result.num_records} blocks")
@@ -79,19 +79,19 @@ def build(input_path: str, output_prefix: str, vocab_path: str, *,
         "max_block_length": max_block_length if mode == "articles" else None,
         "count": result.num_records,
         "num_shards": num_shards,
-        "shards": pipeline.shard_entries(result),
+        "shards": build_loop.shard_entries(result),
         "compression": "GZIP",
         "features": list(FEATURES),
         "vocab": {"path": os.path.abspath(vocab_path), "size": vocab_size,
                   "sha256": corpus_io.file_sha256(vocab_path)},
         "do_lower_case": do_lower_case,
-        "source": pipeline.source_entry(input_path),
+        "source": build_loop.source_entry(input_path),
         "counters": dict(sorted(result.counters.items())),
         "row_order": "block i = record i of the shards in sorted order",
     }
 
-  return pipeline.run_build(
-      items=pipeline.read_items(input_path),
+  return build_loop.run_build(
+      items=build_loop.read_items(input_path),
       processor=processor,
       output_prefix=output_prefix,
       num_shards=num_shards,

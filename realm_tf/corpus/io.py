@@ -11,14 +11,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 from absl import logging
 
+from realm_tf.corpus import manifest as manifest_lib
 from realm_tf import errors
 from realm_tf import locks
-from realm_tf.corpus import manifest as manifest_lib
-
-
-# A bad input record, naming the file and the 1-based line number (ORQA's jsonl readers
-# raise the same class as `JsonlFormatError`).
-CorpusFormatError = errors.InputFileError
 
 
 class RecordError(errors.RealmInputError):
@@ -50,7 +45,7 @@ def read_lines(path: str) -> Iterator[Tuple[int, bytes]]:
         if line.strip():
           yield line_number, line
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-      raise CorpusFormatError(path, line_number + 1,
+      raise errors.InputFileError(path, line_number + 1,
                               f"truncated or corrupt gzip data ({e})") from None
 
 

@@ -10,10 +10,10 @@ without a salient span are dropped (REALM can't mask them) and counted.
 import collections
 from typing import List
 
+from realm_tf.corpus import build_loop
 from realm_tf.corpus import io as corpus_io
-from realm_tf.corpus import pipeline
 from realm_tf.corpus import records
-from realm_tf.corpus import spans as spans_lib
+from realm_tf.corpus import salient_spans as spans_lib
 
 
 def pretrain_example(title: str, text: str, sentences, spans) -> bytes:
@@ -37,8 +37,8 @@ class PretrainProcessor:
   def setup(self) -> None:
     self.annotator.setup()
 
-  def process(self, chunk: List[pipeline.Item]) -> pipeline.ChunkResult:
-    """Parses, annotates, validates and serializes a chunk (see `pipeline.run_build`)."""
+  def process(self, chunk: List[build_loop.Item]) -> build_loop.ChunkResult:
+    """Parses, annotates, validates and serializes a chunk (see `build_loop.run_build`)."""
     counters = collections.Counter()
     errors = []
     parsed = []  # (item, doc_id, title, text)
@@ -47,7 +47,7 @@ class PretrainProcessor:
       try:
         doc_id, title, text = corpus_io.parse_document(item[1])
       except corpus_io.RecordError as e:
-        errors.append(pipeline.error_for(item, e))
+        errors.append(build_loop.error_for(item, e))
         continue
       parsed.append((item, doc_id, title, text))
 
@@ -60,7 +60,7 @@ class PretrainProcessor:
           raise annotation
         sentences, spans = spans_lib.finalize(text, annotation, counters)
       except corpus_io.RecordError as e:
-        errors.append(pipeline.error_for(item, e))
+        errors.append(build_loop.error_for(item, e))
         continue
       if not spans:
         counters["passages_dropped_without_spans"] += 1
@@ -69,4 +69,4 @@ class PretrainProcessor:
       counters["sentences"] += len(sentences)
       counters["spans"] += len(spans)
       out.append(pretrain_example(title, text, sentences, spans))
-    return pipeline.ChunkResult(out, counters, errors)
+    return build_loop.ChunkResult(out, counters, errors)

@@ -11,9 +11,9 @@ import collections
 import html
 from typing import List
 
+from realm_tf.corpus import build_loop
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import packing
-from realm_tf.corpus import pipeline
 from realm_tf.corpus import records
 from realm_tf.corpus import sentences as sentences_lib
 
@@ -77,8 +77,8 @@ class RetrievalProcessor:
     splits = ragged.row_splits.numpy().tolist()
     return [values[a:b] for a, b in zip(splits, splits[1:])]
 
-  def process(self, chunk: List[pipeline.Item]) -> pipeline.ChunkResult:
-    """Parses, tokenizes and serializes a chunk (see `pipeline.run_build`)."""
+  def process(self, chunk: List[build_loop.Item]) -> build_loop.ChunkResult:
+    """Parses, tokenizes and serializes a chunk (see `build_loop.run_build`)."""
     self.setup()
     counters = collections.Counter()
     errors = []
@@ -88,7 +88,7 @@ class RetrievalProcessor:
       try:
         _, title, text = corpus_io.parse_document(item[1])
       except corpus_io.RecordError as e:
-        errors.append(pipeline.error_for(item, e))
+        errors.append(build_loop.error_for(item, e))
         continue
       if self.mode == "articles":
         if packing.is_filtered_title(title):
@@ -96,7 +96,7 @@ class RetrievalProcessor:
           continue
         text = html.unescape(text)
         if not text.strip():
-          errors.append(pipeline.error_for(
+          errors.append(build_loop.error_for(
               item, corpus_io.RecordError("empty 'text' after HTML unescaping")))
           continue
       docs.append((title, text))
@@ -105,7 +105,7 @@ class RetrievalProcessor:
     else:
       out = self._articles(docs, counters)
     counters["blocks"] += len(out)
-    return pipeline.ChunkResult(out, counters, errors)
+    return build_loop.ChunkResult(out, counters, errors)
 
   def _passages(self, docs, counters) -> List[bytes]:
     del counters  # Unused.

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from realm_tf.featurization import Featurizer
 from realm_tf.generation import examples, pipeline, queries
-from realm_tf.retrieval import block_index, encoded_export, export_dirs
+from realm_tf.retrieval import block_emb_file, encoded_export, export_dirs
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def _indexes_corpus(encoded_dir: str, corpus_fingerprint: Optional[str]) -> bool
   """Whether the committed index embeds the corpus of this fingerprint (None: any)."""
   if corpus_fingerprint is None:
     return True
-  recorded = block_index.read_index_corpus(
+  recorded = block_emb_file.read_index_corpus(
       os.path.dirname(encoded_export.block_emb_prefix(encoded_dir)))
   if recorded is None:
     return True  # An index from before indexes recorded their corpus.

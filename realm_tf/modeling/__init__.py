@@ -21,6 +21,6 @@ from realm_tf.modeling.optimizer import (BertAdamWeightDecay, BertLearningRateSc
 from realm_tf.modeling.reader import KnowledgeAugmentedEncoder
 from realm_tf.modeling.realm_model import (RealmModel, gold_log_probs_from_logits,
                                            off_policy_delay_mins, realm_objective)
-from realm_tf.modeling.training import make_eval_step, make_train_step
+from realm_tf.modeling.realm_steps import make_eval_step, make_train_step
 from realm_tf.modeling.weights import (LoadReport, WeightsMismatchError, load_bert_weights,
                                        load_pretrained_realm)

@@ -16,7 +16,7 @@ Keras' `AdamW` and tf-models' `AdamWeightDecay` apply bias correction, hence thi
 `strategy.run`: by default `apply_gradients` all-reduces (sums) the replicas' gradients
 and *then* clips the global norm, so clipping sees the gradient of the whole global batch.
 With per-replica losses normalized by the global token count (see
-`realm_tf.modeling.training`) that sum is the gradient of the global-batch mean loss, i.e.
+`realm_tf.modeling.realm_steps`) that sum is the gradient of the global-batch mean loss, i.e.
 the replicas' gradients are averaged. The original on TPU clipped each core's gradient
 locally and summed them (`CrossShardOptimizer`), a ~num_replicas times larger gradient
 with per-core clipping; Adam is nearly invariant to that scale.

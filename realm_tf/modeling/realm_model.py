@@ -23,7 +23,7 @@ for examples retrieved by the initial embedder (timestamp 0).
 Under a `tf.distribute` strategy, pass the *global* number of masked tokens (and of
 examples) as `loss_normalizer` (`example_normalizer`): each replica then returns its share
 of the global mean, and the strategy's SUM of replica values equals the single-device
-value on the same global batch (see `realm_tf.modeling.training`).
+value on the same global batch (see `realm_tf.modeling.realm_steps`).
 """
 
 from typing import Any, Dict, Optional, Union

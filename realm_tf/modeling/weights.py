@@ -16,9 +16,11 @@ Before assigning anything, the model's config is checked against what the weight
 (`realm_tf.modeling.architecture`: the config files beside them, or their shapes): sizes,
 head count, activation, LayerNorm epsilons, vocabulary size, and for an embedder
 projection its size and epsilon. A mismatch raises `WeightsMismatchError` naming the
-field, the weights and both values. The MLM head is loaded when the source has one;
-otherwise (e.g. the sentence-transformers MiniLM, a plain `BertModel`) it keeps its
-initialization and the returned report says so.
+field, the weights and both values. Tensors are assigned by their canonical (TF1 BERT)
+names with `realm_tf.modeling.weight_assign.assign_strict`, as the checkpoint converters
+do: every encoder variable must be present with its shape. The MLM head is loaded when
+the source has all of it; otherwise (e.g. the sentence-transformers MiniLM, a plain
+`BertModel`) it keeps its initialization and the returned report says so.
 """
 
 import dataclasses
@@ -31,9 +33,10 @@ import tensorflow as tf
 from absl import logging
 
 from realm_tf.modeling import architecture
-from realm_tf.modeling import hf_bert
 from realm_tf.modeling.architecture import WeightsMismatchError
 from realm_tf.modeling.config import BertConfig
+from realm_tf.modeling import hf_bert
+from realm_tf.modeling import weight_assign
 
 _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -63,20 +66,6 @@ def check_compatible(config: BertConfig, vocab_size: int, hidden_size: int,
     raise _mismatch("hidden_size", hidden_size, config.hidden_size, source)
   if num_layers != config.num_hidden_layers:
     raise _mismatch("num_hidden_layers", num_layers, config.num_hidden_layers, source)
-
-
-def _assign(variable: tf.Variable, value: np.ndarray, name: str, source: str):
-  value = np.asarray(value)
-  if tuple(variable.shape) != value.shape:
-    if int(np.prod(variable.shape)) == value.size and name.endswith(
-        ("query/kernel", "key/kernel", "value/kernel", "query/bias", "key/bias",
-         "value/bias", "attention/output/dense/kernel")):
-      value = value.reshape(variable.shape)  # Per-head layout of the attention weights.
-    else:
-      raise WeightsMismatchError(
-          f"Shape mismatch for {name}: the weights in {source} have {value.shape}, the "
-          f"model variable {variable.name} has {tuple(variable.shape)}.")
-  variable.assign(value.astype(variable.dtype.as_numpy_dtype))
 
 
 def _encoder_targets(encoder, num_layers: int) -> Dict[str, tf.Variable]:
@@ -126,7 +115,7 @@ def canonical_targets(encoder, num_layers: int, mlm_head=None) -> Dict[str, tf.V
 
   The names are those `assign_canonical` reads (`embeddings/...`, `encoder/layer_N/...`,
   `pooler/dense/...`, `cls/predictions/...`); checkpoint converters use them to check
-  that every variable of a source lands somewhere (`export.weight_assign`).
+  that every variable of a source lands somewhere (`realm_tf.modeling.weight_assign`).
   """
   targets = _encoder_targets(encoder, num_layers)
   if mlm_head is not None:
@@ -144,6 +133,13 @@ def _ensure_built(encoder, mlm_head=None):
     mlm_head(tf.zeros([1, 2, hidden]), tf.zeros([1, 1], tf.int32))
 
 
+def _sources(canonical: Dict[str, np.ndarray],
+             targets) -> Dict[str, weight_assign.SourceTensor]:
+  """The canonical tensors named in `targets` (other tensors are another part's)."""
+  return {name: weight_assign.SourceTensor(name, np.asarray(canonical[name]))
+          for name in targets if name in canonical}
+
+
 def assign_canonical(encoder, config: BertConfig, canonical: Dict[str, np.ndarray],
                      source: str, mlm_head=None, report: Optional[LoadReport] = None
                      ) -> LoadReport:
@@ -155,18 +151,13 @@ def assign_canonical(encoder, config: BertConfig, canonical: Dict[str, np.ndarra
   check_compatible(config, vocab_size, hidden_size, hf_bert.num_layers_in(canonical), source)
   _ensure_built(encoder, mlm_head)
   targets = _encoder_targets(encoder, config.num_hidden_layers)
-  missing = sorted(set(targets) - set(canonical))
-  if missing:
-    raise WeightsMismatchError(f"The weights in {source} lack {missing}.")
-  for name, variable in targets.items():
-    _assign(variable, canonical[name], name, source)
+  weight_assign.assign_strict(targets, _sources(canonical, targets), source)
   report.loaded_encoder = True
   if mlm_head is not None:
     head_targets = _mlm_targets(mlm_head)
-    present = [n for n in head_targets if n in canonical]
-    if len(present) == len(head_targets):
-      for name, variable in head_targets.items():
-        _assign(variable, canonical[name], name, source)
+    head = _sources(canonical, head_targets)
+    if len(head) == len(head_targets):
+      weight_assign.assign_strict(head_targets, head, source)
       report.loaded_mlm_head = True
     else:
       note = (f"{source} has no complete MLM head (cls/predictions); the head keeps its "

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf.corpus import io as corpus_io
+from realm_tf import errors
 from realm_tf.retrieval import corpus_reader
 
 _PUNCTUATION = frozenset(string.punctuation)
@@ -88,7 +89,7 @@ def load_qa_pairs(path: str) -> Tuple[List[str], List[List[str]]]:
 
   Raises:
     FileNotFoundError: `path` does not exist.
-    corpus_io.CorpusFormatError: a malformed line (names the file and line), or no pairs.
+    errors.InputFileError: a malformed line (names the file and line), or no pairs.
   """
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"QA file not found: {path}")
@@ -97,19 +98,19 @@ def load_qa_pairs(path: str) -> Tuple[List[str], List[List[str]]]:
     try:
       record = corpus_io.decode_json_line(line)
     except corpus_io.RecordError as e:
-      raise corpus_io.CorpusFormatError(path, line_number, str(e)) from None
+      raise errors.InputFileError(path, line_number, str(e)) from None
     question, answer = record.get("question"), record.get("answer")
     if not isinstance(question, str) or not question.strip():
-      raise corpus_io.CorpusFormatError(path, line_number,
+      raise errors.InputFileError(path, line_number,
                                         "field 'question' must be a non-empty string")
     if (not isinstance(answer, list) or not answer or
         not all(isinstance(a, str) for a in answer)):
-      raise corpus_io.CorpusFormatError(path, line_number,
+      raise errors.InputFileError(path, line_number,
                                         "field 'answer' must be a non-empty list of strings")
     questions.append(question)
     answers.append(answer)
   if not questions:
-    raise corpus_io.CorpusFormatError(path, 0, "no QA pairs")
+    raise errors.InputFileError(path, 0, "no QA pairs")
   return questions, answers
 
 

@@ -11,7 +11,7 @@ the original's `result_idx` reordering of `TPUEstimator.predict` in
 `language/realm/retrieval.py`).
 
 Several workers split the shards into contiguous ranges (`--task_index/--num_tasks`);
-each writes a partial array and `block_index.merge_partials` joins them at commit.
+each writes a partial array and `block_emb_file.merge_partials` joins them at commit.
 
   python -m realm_tf.retrieval.corpus_embedding \
       --embedder=model_dir/export/tf_hub/<ts>/embedder \
@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from realm_tf import cli
 from realm_tf.featurization.featurizer import Featurizer
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_reader
 from realm_tf.tokenization import Tokenizer
 
@@ -240,13 +240,13 @@ def main(argv):
   del argv  # Unused.
   shard_paths = corpus_reader.list_shards(FLAGS.retrieval_corpus_path)
   counts, _ = corpus_reader.shard_counts(shard_paths)
-  partials_dir = os.path.join(FLAGS.output_dir, block_index.PARTIALS_DIR)
-  prefix = os.path.join(FLAGS.output_dir, block_index.ENCODED_DIR, block_index.CHECKPOINT_NAME)
+  partials_dir = os.path.join(FLAGS.output_dir, block_emb_file.PARTIALS_DIR)
+  prefix = os.path.join(FLAGS.output_dir, block_emb_file.ENCODED_DIR, block_emb_file.CHECKPOINT_NAME)
   if FLAGS.merge:
     expected = [sum(counts[slice(*corpus_reader.shard_range(len(counts), t, FLAGS.num_tasks))])
                 for t in range(FLAGS.num_tasks)]
-    block_index.write_block_emb(
-        prefix, block_index.merge_partials(partials_dir, FLAGS.num_tasks, expected))
+    block_emb_file.write_block_emb(
+        prefix, block_emb_file.merge_partials(partials_dir, FLAGS.num_tasks, expected))
     logging.info("Wrote block_emb [%d, ...] to %s", sum(counts), prefix)
     return
   featurizer = featurizer_for_documents(FLAGS.vocab_path, FLAGS.candidate_seq_len,
@@ -254,10 +254,10 @@ def main(argv):
   result = embed_task(shard_paths, counts, FLAGS.task_index, FLAGS.num_tasks,
                       load_saved_model_embedder(FLAGS.embedder), featurizer, FLAGS.batch_size)
   if FLAGS.num_tasks == 1:
-    block_index.write_block_emb(prefix, result["block_emb"])
+    block_emb_file.write_block_emb(prefix, result["block_emb"])
     logging.info("Wrote block_emb %s to %s", result["block_emb"].shape, prefix)
   else:
-    path = block_index.write_partial(partials_dir, FLAGS.task_index, FLAGS.num_tasks,
+    path = block_emb_file.write_partial(partials_dir, FLAGS.task_index, FLAGS.num_tasks,
                                      result["block_emb"],
                                      {"shard_range": list(result["shard_range"])})
     logging.info("Wrote %d rows to %s", result["rows"], path)

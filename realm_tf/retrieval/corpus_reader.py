@@ -16,7 +16,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -24,9 +23,9 @@ from absl import logging
 from google.protobuf import message
 import tensorflow as tf
 
-from realm_tf import errors
 from realm_tf.corpus import manifest as manifest_lib
-from realm_tf.retrieval import block_index
+from realm_tf import errors
+from realm_tf.retrieval import block_emb_file
 
 COMPRESSION = "GZIP"
 READ_BUFFER_BYTES = 8 << 20
@@ -285,7 +284,7 @@ class RetrievalCorpus:
     says which corpus it embeds. Indexes without one (older ones, the original's) are
     checked by their number of blocks only, where the caller does so.
     """
-    recorded = block_index.read_index_corpus(index_dir)
+    recorded = block_emb_file.read_index_corpus(index_dir)
     if recorded is None:
       logging.warning("%s records no corpus fingerprint: cannot check that it indexes %s.",
                       index_dir, self.pattern)

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import export_dirs
 from realm_tf.retrieval import searchers
 
@@ -28,7 +28,7 @@ EMBEDDER_DIR = "embedder"
 
 def newest_encoded_dir(model_dir: str) -> Optional[str]:
   """The newest committed `model_dir/export/encoded/<ts>`, or None."""
-  return export_dirs.best_export_path(model_dir, ENCODED_PREFIX)
+  return export_dirs.newest_export_path(model_dir, ENCODED_PREFIX)
 
 
 def read_manifest(encoded_dir: str) -> Dict[str, Any]:
@@ -46,7 +46,7 @@ def embedder_path(encoded_dir: str) -> str:
 
 
 def block_emb_prefix(encoded_dir: str) -> str:
-  return block_index.checkpoint_prefix(embedder_path(encoded_dir))
+  return block_emb_file.checkpoint_prefix(embedder_path(encoded_dir))
 
 
 def load_searcher(encoded_dir: str, searcher_type: Optional[str] = None) -> searchers.Searcher:
@@ -56,5 +56,5 @@ def load_searcher(encoded_dir: str, searcher_type: Optional[str] = None) -> sear
   if searcher_type in (None, saved["type"]):
     return searchers.load_searcher(os.path.join(encoded_dir, saved["dir"]))
   return searchers.build_searcher(searcher_type,
-                                  block_index.read_block_emb(block_emb_prefix(encoded_dir)),
+                                  block_emb_file.read_block_emb(block_emb_prefix(encoded_dir)),
                                   saved["num_neighbors"])

@@ -6,9 +6,9 @@ any other name, in particular the `temp-<ts>` directories of an export in progre
 directory becomes visible to readers only when a finished directory is renamed into
 place (`commit_directory`), so a reader never sees a partial export.
 
-This is the original's `export_utils` (`export_paths`, `best_export_path`,
-`tfhub_export_path`, `clean_tfhub_exports`) plus the atomic-commit helpers that the
-original left to the Estimator exporters.
+This is the original's `export_utils` (`export_paths`, `best_export_path` here named
+`newest_export_path`, `tfhub_export_path`, `clean_tfhub_exports`) plus the atomic-commit
+helpers that the original left to the Estimator exporters.
 """
 
 import os
@@ -59,18 +59,16 @@ def export_paths(base_dir: str) -> List[str]:
   return [path for _, path in sorted(found)]
 
 
-def best_export_path(model_dir: str, prefix: str) -> Optional[str]:
-  """The newest `model_dir/export/<prefix>/<ts>`, or None (the original's name)."""
+def newest_export_path(model_dir: str, prefix: str) -> Optional[str]:
+  """The newest `model_dir/export/<prefix>/<ts>`, or None (the original's
+  `best_export_path`, which returned the newest, not the best)."""
   paths = export_paths(export_base(model_dir, prefix))
   return paths[-1] if paths else None
 
 
-newest_export_path = best_export_path
-
-
 def tfhub_export_path(model_dir: str, hub_prefix: str, module_prefix: str) -> Optional[str]:
   """The newest `model_dir/export/<hub_prefix>/<ts>/<module_prefix>`, or None."""
-  newest = best_export_path(model_dir, hub_prefix)
+  newest = newest_export_path(model_dir, hub_prefix)
   return os.path.join(newest, module_prefix) if newest else None
 
 

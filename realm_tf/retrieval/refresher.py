@@ -43,7 +43,7 @@ from absl import logging
 import tensorflow as tf
 
 from realm_tf import locks
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import corpus_embedding
 from realm_tf.retrieval import corpus_reader
 from realm_tf.retrieval import encoded_export
@@ -158,7 +158,7 @@ class Refresher:
     return export_dirs.export_base(self.model_dir, prefix)
 
   def _newest_encoded_ts(self) -> int:
-    newest = export_dirs.best_export_path(self.model_dir, ENCODED)
+    newest = export_dirs.newest_export_path(self.model_dir, ENCODED)
     return export_dirs.timestamp_of(newest) if newest else -1
 
   def training_done(self) -> bool:
@@ -193,7 +193,7 @@ class Refresher:
   def _clean_staging(self, staged: str) -> None:
     """Removes this job's outputs from a staging dir (it becomes the plain export again)."""
     embedder = os.path.join(staged, encoded_export.EMBEDDER_DIR)
-    targets = [os.path.join(embedder, block_index.ENCODED_DIR),
+    targets = [os.path.join(embedder, block_emb_file.ENCODED_DIR),
                os.path.join(staged, PARTIALS_DIR),
                os.path.join(staged, encoded_export.MANIFEST_FILENAME)]
     targets += [os.path.join(staged, t) for t in searchers.SEARCHER_TYPES]
@@ -206,7 +206,7 @@ class Refresher:
 
   def pending_export(self):
     """(timestamp, path, step) of the newest eligible tf_hub export not yet encoded, or None."""
-    newest = export_dirs.best_export_path(self.model_dir, TF_HUB)
+    newest = export_dirs.newest_export_path(self.model_dir, TF_HUB)
     if newest is None:
       return None
     ts = export_dirs.timestamp_of(newest)
@@ -253,7 +253,7 @@ class Refresher:
 
   def _wait_for_partials(self, partials: str) -> None:
     num_tasks = self.options.num_tasks
-    while len(block_index.completed_partials(partials, num_tasks)) < num_tasks:
+    while len(block_emb_file.completed_partials(partials, num_tasks)) < num_tasks:
       time.sleep(min(self.options.poll_interval_secs, 1.0))
 
   def process(self, ts: int, staged: str, step: int) -> str:
@@ -268,19 +268,19 @@ class Refresher:
       block_emb = result["block_emb"]
     else:
       partials = os.path.join(staged, PARTIALS_DIR)
-      block_index.write_partial(partials, 0, opts.num_tasks, result["block_emb"],
+      block_emb_file.write_partial(partials, 0, opts.num_tasks, result["block_emb"],
                                 {"shard_range": list(result["shard_range"])})
       wait_start = time.monotonic()
       self._wait_for_partials(partials)
       timings["wait_for_workers_secs"] = time.monotonic() - wait_start
-      block_emb = block_index.merge_partials(partials, opts.num_tasks, self._expected_rows())
+      block_emb = block_emb_file.merge_partials(partials, opts.num_tasks, self._expected_rows())
     if block_emb.shape[0] != self.num_blocks:
       raise ValueError(f"Embedded {block_emb.shape[0]} blocks, expected {self.num_blocks}")
     pause_point("embedded")
 
     mark = time.monotonic()
-    prefix = block_index.checkpoint_prefix(os.path.join(staged, encoded_export.EMBEDDER_DIR))
-    block_index.write_block_emb(prefix, block_emb, corpus_info=self.corpus.describe())
+    prefix = block_emb_file.checkpoint_prefix(os.path.join(staged, encoded_export.EMBEDDER_DIR))
+    block_emb_file.write_block_emb(prefix, block_emb, corpus_info=self.corpus.describe())
     timings["write_block_emb_secs"] = time.monotonic() - mark
     pause_point("block_emb_written")
 
@@ -352,7 +352,7 @@ class Refresher:
     newest = staged[-1]
     partials = os.path.join(newest, PARTIALS_DIR)
     if (not tf.io.gfile.isdir(partials) or self.options.task_index in
-        block_index.completed_partials(partials, self.options.num_tasks)):
+        block_emb_file.completed_partials(partials, self.options.num_tasks)):
       return None
     return newest
 
@@ -363,10 +363,10 @@ class Refresher:
       return False
     try:
       result = self._embed_own_range(staged, pause=False)
-      block_index.write_partial(os.path.join(staged, PARTIALS_DIR), self.options.task_index,
+      block_emb_file.write_partial(os.path.join(staged, PARTIALS_DIR), self.options.task_index,
                                 self.options.num_tasks, result["block_emb"],
                                 {"shard_range": list(result["shard_range"])})
-    except (OSError, FileNotFoundError, block_index.BlockIndexError, tf.errors.OpError) as e:
+    except (OSError, FileNotFoundError, block_emb_file.BlockEmbError, tf.errors.OpError) as e:
       # The chief restarted and moved the staging dir away: not an error of this worker.
       logging.warning("Staged export %s went away while embedding: %s", staged, e)
       return False

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf import errors
-from realm_tf.retrieval import block_index
+from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import export_dirs
 
 MANIFEST_FILENAME = "manifest.json"
@@ -216,9 +216,9 @@ class BruteForceSearcher(tf.Module, Searcher):
                     **unused) -> Dict[str, Any]:
     """Points at an existing `block_emb` checkpoint (relative path) or writes one."""
     if block_emb_checkpoint is None:
-      prefix = os.path.join(directory, "block_emb", block_index.CHECKPOINT_NAME)
-      block_index.write_block_emb(prefix, self.block_emb.numpy())
-      relative = os.path.join("block_emb", block_index.CHECKPOINT_NAME)
+      prefix = os.path.join(directory, "block_emb", block_emb_file.CHECKPOINT_NAME)
+      block_emb_file.write_block_emb(prefix, self.block_emb.numpy())
+      relative = os.path.join("block_emb", block_emb_file.CHECKPOINT_NAME)
     else:
       # Relative to the final directory (`directory` is its temp sibling).
       relative = os.path.relpath(block_emb_checkpoint, os.path.dirname(directory))
@@ -228,7 +228,7 @@ class BruteForceSearcher(tf.Module, Searcher):
   @classmethod
   def load(cls, directory: str, manifest: Dict[str, Any]) -> "BruteForceSearcher":
     prefix = os.path.normpath(os.path.join(directory, manifest["block_emb_checkpoint"]))
-    block_emb = block_index.read_block_emb(prefix)
+    block_emb = block_emb_file.read_block_emb(prefix)
     if block_emb.shape != (manifest["num_blocks"], manifest["dims"]):
       raise SearcherError(f"{prefix}: block_emb {block_emb.shape} does not match the "
                           f"manifest of {directory}")

@@ -10,9 +10,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
 
-from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.featurization import Featurizer
-from realm_tf.retrieval import block_index, corpus_embedding, export_dirs
+from realm_tf.retrieval import block_emb_file, corpus_embedding, export_dirs
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.tokenization import Tokenizer
 
 
@@ -31,8 +31,8 @@ def build_initial_embedder_module(model, tokenizer: Tokenizer, featurizer: Featu
     corpus_info: `RetrievalCorpus.describe()` of the corpus; None skips the check.
   """
   if os.path.isdir(path):
-    recorded = block_index.read_index_corpus(
-        os.path.dirname(block_index.checkpoint_prefix(path)))
+    recorded = block_emb_file.read_index_corpus(
+        os.path.dirname(block_emb_file.checkpoint_prefix(path)))
     if corpus_info is None or (recorded or {}).get("fingerprint_sha256") == corpus_info.get(
         "fingerprint_sha256"):
       return path
@@ -54,7 +54,7 @@ def build_initial_embedder_module(model, tokenizer: Tokenizer, featurizer: Featu
 
   block_emb = corpus_embedding.embed_shards(sorted(retrieval_paths), embed, featurizer,
                                             batch_size)
-  block_index.write_block_emb(block_index.checkpoint_prefix(staging), block_emb,
+  block_emb_file.write_block_emb(block_emb_file.checkpoint_prefix(staging), block_emb,
                               corpus_info=corpus_info)
   export_dirs.commit_directory(staging, path)
   logging.info("Initial embedder module with %d block embeddings at %s",

@@ -29,22 +29,21 @@ from absl import logging
 import orbit
 import tensorflow as tf
 
-from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.generation.stream import ExampleStream
 from realm_tf.modeling.config import RealmConfig
-from realm_tf.modeling import precision
 from realm_tf.modeling.optimizer import create_optimizer
+from realm_tf.modeling import precision
 from realm_tf.modeling.realm_model import RealmModel
-from realm_tf.modeling.training import make_train_step
+from realm_tf.modeling import realm_steps
 from realm_tf.retrieval import answer_recall
 from realm_tf.retrieval import export_dirs
+from realm_tf import tf_hub_modules as tf_hub
 from realm_tf.tokenization import Tokenizer
 from realm_tf.training import best_metric
 from realm_tf.training import eval_results
 from realm_tf.training import strategies
 
 BEST_METRIC = "retrieval_utility"
-EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "delay", "examples")
 
 
 def read_best_metric(model_dir: str) -> Optional[float]:
@@ -109,8 +108,8 @@ class RealmRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
     self.train_stream = train_stream
     self.eval_stream = eval_stream
     self.zero_shot = zero_shot
-    self._train_step = make_train_step(model, optimizer, strategy, jit_compile)
-    self._eval_step = self._make_eval_step()
+    self._train_step = realm_steps.make_train_step(model, optimizer, strategy, jit_compile)
+    self._eval_step = realm_steps.make_eval_step(model, strategy)
     self._sums, self._steps = None, 0
     self._loop_start = None
     # Python-driven loops: a new pass over the stream (a new index) starts between steps.
@@ -140,55 +139,14 @@ class RealmRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
                     for k, v in self.train_stream.counts().items()})
     return metrics
 
-  def _make_eval_step(self):
-    model = self.model
-
-    def replica_sums(features):
-      out = model(features, training=False, return_logits=True)
-      mask = tf.cast(features["mlm_mask"], tf.float32)  # [B, M]
-      marginal = out["marginal_log_probs"]  # [B, M]
-      null = out["gold_log_probs"][:, 0, :]  # [B, M], candidate 0 is the null document
-      # The marginal prediction sum_z p(z|x) p(y|z,x) over the vocabulary.
-      probs = tf.einsum("bn,bnmv->bmv", tf.exp(out["candidate_log_probs"]),
-                        tf.nn.softmax(out["mlm_logits"], axis=-1))  # [B, M, V]
-      targets = tf.cast(features["mlm_targets"], tf.int32)  # [B, M]
-      hits = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), targets),
-                     tf.float32)
-      # The reader's prediction from the null document alone: what it knows without
-      # retrieval (the difference to the marginal is what retrieval buys).
-      null_hits = tf.cast(tf.equal(tf.argmax(out["mlm_logits"][:, 0], -1,
-                                             output_type=tf.int32), targets), tf.float32)
-      timestamps = tf.cast(features["export_timestamp"], tf.float64)  # [B]
-      delays = (tf.timestamp() - timestamps) / 60.0 * tf.cast(timestamps > 0, tf.float64)
-      sums = dict(nll=-tf.reduce_sum(marginal * mask), null_nll=-tf.reduce_sum(null * mask),
-                  correct=tf.reduce_sum(hits * mask),
-                  null_correct=tf.reduce_sum(null_hits * mask), masks=tf.reduce_sum(mask),
-                  delay=tf.reduce_sum(delays),
-                  examples=tf.cast(tf.shape(mask)[0], tf.float64))
-      return {k: tf.cast(v, tf.float64) for k, v in sums.items()}
-
-    @tf.function
-    def eval_step(features):
-      sums = self.strategy.run(replica_sums, args=(features,))
-      return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-              for k, v in sums.items()}
-
-    return eval_step
-
   def evaluate(self, num_steps):
     """Metrics over `num_steps` batches of the eval stream, and the zero-shot recall."""
-    totals = dict.fromkeys(EVAL_SUMS, 0.0)
+    totals = dict.fromkeys(realm_steps.EVAL_SUMS, 0.0)
     dataset = self.eval_stream.dataset().take(int(num_steps))
     for batch in self.strategy.experimental_distribute_dataset(dataset):
       for key, value in self._eval_step(batch).items():
         totals[key] += float(value)
-    masks = max(totals["masks"], 1.0)
-    metrics = dict(loss=totals["nll"] / masks, null_loss=totals["null_nll"] / masks,
-                   retrieval_utility=(totals["null_nll"] - totals["nll"]) / masks,
-                   mlm_accuracy=totals["correct"] / masks,
-                   null_mlm_accuracy=totals["null_correct"] / masks,
-                   off_policy_delay_mins=totals["delay"] / max(totals["examples"], 1.0),
-                   eval_examples=totals["examples"])
+    metrics = realm_steps.eval_metrics(totals)
     if self.zero_shot is not None:
       metrics.update(self.zero_shot_recall())
     return metrics

@@ -27,7 +27,7 @@ CHECKPOINT_NAME = "encoded.ckpt"
 PARTIALS_DIR = "partials"
 
 
-class BlockIndexError(errors.RealmInputError):
+class BlockEmbError(errors.RealmInputError):
   """A block-embedding file is missing, malformed or inconsistent."""
 
 
@@ -39,9 +39,9 @@ def checkpoint_prefix(module_dir: str) -> str:
 def _check_array(block_emb: np.ndarray, what: str) -> np.ndarray:
   block_emb = np.asarray(block_emb)
   if block_emb.ndim != 2 or block_emb.shape[0] < 1:
-    raise BlockIndexError(f"{what}: block_emb must be [K >= 1, D], got {block_emb.shape}")
+    raise BlockEmbError(f"{what}: block_emb must be [K >= 1, D], got {block_emb.shape}")
   if not np.issubdtype(block_emb.dtype, np.floating):
-    raise BlockIndexError(f"{what}: block_emb must be floating point, got {block_emb.dtype}")
+    raise BlockEmbError(f"{what}: block_emb must be floating point, got {block_emb.dtype}")
   return np.ascontiguousarray(block_emb, dtype=np.float32)
 
 
@@ -80,7 +80,7 @@ def write_block_emb(prefix: str, block_emb: np.ndarray, var_name: str = VAR_NAME
   block_emb = _check_array(block_emb, prefix)
   final_dir = os.path.dirname(os.path.normpath(prefix))
   if tf.io.gfile.exists(final_dir):
-    raise BlockIndexError(f"{final_dir} already exists; block indexes are never overwritten.")
+    raise BlockEmbError(f"{final_dir} already exists; block indexes are never overwritten.")
   tmp_dir = export_dirs.temp_dir_for(final_dir)
   tf.io.gfile.makedirs(tmp_dir)
   try:
@@ -107,15 +107,15 @@ def read_block_emb(prefix: str, var_name: str = VAR_NAME) -> np.ndarray:
   if tf.io.gfile.isdir(prefix):
     found = tf.train.latest_checkpoint(prefix)
     if found is None:
-      raise BlockIndexError(f"No checkpoint in directory {prefix}")
+      raise BlockEmbError(f"No checkpoint in directory {prefix}")
     prefix = found
   try:
     reader = tf.train.load_checkpoint(prefix)
   except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-    raise BlockIndexError(f"Cannot read the block-embedding checkpoint {prefix}: {e}") from e
+    raise BlockEmbError(f"Cannot read the block-embedding checkpoint {prefix}: {e}") from e
   if not reader.has_tensor(var_name):
     keys = sorted(reader.get_variable_to_shape_map())
-    raise BlockIndexError(f"Checkpoint {prefix} has no tensor {var_name!r} (has {keys[:5]})")
+    raise BlockEmbError(f"Checkpoint {prefix} has no tensor {var_name!r} (has {keys[:5]})")
   return _check_array(reader.get_tensor(var_name), prefix)
 
 
@@ -131,11 +131,11 @@ def write_partial(directory: str, task_index: int, num_tasks: int,
   The JSON is renamed into place last, so its presence means the array is complete.
   """
   if not 0 <= task_index < num_tasks:
-    raise BlockIndexError(f"task_index {task_index} is not in [0, {num_tasks})")
+    raise BlockEmbError(f"task_index {task_index} is not in [0, {num_tasks})")
   block_emb = np.asarray(block_emb, np.float32)
   if not os.path.isdir(directory):
     # Not created here: a staging dir moved away meanwhile must not be re-created.
-    raise BlockIndexError(f"Partials directory {directory} does not exist")
+    raise BlockEmbError(f"Partials directory {directory} does not exist")
   path = os.path.join(directory, partial_name(task_index, num_tasks))
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "wb") as f:
@@ -172,23 +172,23 @@ def merge_partials(directory: str, num_tasks: int,
     expected_rows: optional row count per task, checked.
 
   Raises:
-    BlockIndexError: a partial is missing, has a different D, or the wrong row count.
+    BlockEmbError: a partial is missing, has a different D, or the wrong row count.
   """
   arrays = []
   for task in range(num_tasks):
     path = os.path.join(directory, partial_name(task, num_tasks))
     if task not in completed_partials(directory, num_tasks):
-      raise BlockIndexError(f"Partial block embeddings of task {task} missing: {path}")
+      raise BlockEmbError(f"Partial block embeddings of task {task} missing: {path}")
     array = np.load(path)
     if array.ndim != 2:
-      raise BlockIndexError(f"{path}: shape {array.shape} is not [rows, D]")
+      raise BlockEmbError(f"{path}: shape {array.shape} is not [rows, D]")
     if expected_rows is not None and array.shape[0] != expected_rows[task]:
-      raise BlockIndexError(f"{path}: {array.shape[0]} rows, expected {expected_rows[task]}")
+      raise BlockEmbError(f"{path}: {array.shape[0]} rows, expected {expected_rows[task]}")
     if not array.shape[0]:
       continue  # A worker whose shard range is empty.
     if arrays and array.shape[1] != arrays[0].shape[1]:
-      raise BlockIndexError(f"{path}: shape {array.shape} does not match the other partials")
+      raise BlockEmbError(f"{path}: shape {array.shape} does not match the other partials")
     arrays.append(array)
   if not arrays:
-    raise BlockIndexError(f"All partial block embeddings in {directory} are empty")
+    raise BlockEmbError(f"All partial block embeddings in {directory} are empty")
   return np.concatenate(arrays, axis=0)

@@ -1,6 +1,7 @@
-"""Strict, named assignment of imported tensors to Keras variables (checkpoint converters).
+"""Strict, named assignment of imported tensors to Keras variables.
 
-Every converter (`export.tf1_checkpoints`, `export.hf_realm`) turns its input into
+Every weight load goes through `assign_strict`: `realm_tf.modeling.weights` (BERT
+checkpoints and Hugging Face folders for training) and every converter (`export.tf1_checkpoints`, `export.hf_realm`) turns its input into
 `SourceTensor`s keyed by *target names*: the canonical TF1 BERT names of
 `realm_tf.modeling.weights.canonical_targets` (`embeddings/word_embeddings`,
 `encoder/layer_0/attention/self/query/kernel`, `cls/predictions/output_bias`, ...) plus
@@ -19,18 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 from realm_tf import errors
-from realm_tf.modeling import weights
 
 # Attention weights are [H, H] / [H] in checkpoints and per-head in BertEncoderV2.
 _PER_HEAD = re.compile(r"attention/(self/(query|key|value)/(kernel|bias)|output/dense/kernel)$")
 
 
-class ConversionError(weights.WeightsMismatchError):
+class ConversionError(errors.WeightsMismatchError):
   """The input checkpoint does not fit the model, or cannot be converted."""
-
-
-# A format the converters cannot read (e.g. `pytorch_model.bin`).
-UnsupportedFormatError = errors.UnsupportedFormatError
 
 
 @dataclasses.dataclass

@@ -10,11 +10,11 @@ import bisect
 import collections
 from typing import List, Optional, Sequence, Tuple
 
-from realm_tf import errors
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import offsets
 from realm_tf.corpus import rules
 from realm_tf.corpus import sentences as sentences_lib
+from realm_tf import errors
 
 Span = Tuple[int, int]
 RecordError = corpus_io.RecordError

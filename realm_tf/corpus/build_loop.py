@@ -19,10 +19,10 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 from absl import logging
 
-from realm_tf import errors
 from realm_tf.corpus import io as corpus_io
 from realm_tf.corpus import manifest as manifest_lib
 from realm_tf.corpus import records
+from realm_tf import errors
 
 # One input item: (line number, raw line, annotation line number, annotation line).
 Item = Tuple[int, bytes, Optional[int], Optional[bytes]]
@@ -55,7 +55,7 @@ def read_items(input_path: str, annotations_path: Optional[str] = None
   """Input lines, paired in order with annotation lines when a path is given.
 
   Raises:
-    CorpusFormatError: the two files have different numbers of records.
+    errors.InputFileError: the two files have different numbers of records.
   """
   inputs = corpus_io.read_lines(input_path)
   if annotations_path is None:
@@ -67,14 +67,14 @@ def read_items(input_path: str, annotations_path: Optional[str] = None
   for line_number, line in inputs:
     pair = next(annotations, None)
     if pair is None:
-      raise corpus_io.CorpusFormatError(
+      raise errors.InputFileError(
           annotations_path, last_annotation_line + 1,
           f"annotation file ended before the input (input line {line_number})")
     last_annotation_line = pair[0]
     yield line_number, line, pair[0], pair[1]
   extra = next(annotations, None)
   if extra is not None:
-    raise corpus_io.CorpusFormatError(
+    raise errors.InputFileError(
         annotations_path, extra[0], "annotation file has more records than the input")
 
 
@@ -181,7 +181,7 @@ def run_build(
 
   Raises:
     ArgumentError: `num_shards`, `num_workers` or `chunk_size` is not positive.
-    CorpusFormatError: a bad record (unless skipping), naming file and line.
+    errors.InputFileError: a bad record (unless skipping), naming file and line.
     EmptyCorpusError: no record was produced and not `allow_empty`.
     LockedError: another build of the same prefix is running.
   """
@@ -206,7 +206,7 @@ def run_build(
       for result in results:
         for error in result.errors:
           if not skip_bad_records:
-            raise corpus_io.CorpusFormatError(
+            raise errors.InputFileError(
                 paths[error.source], error.line_number, error.reason)
           counters["bad_records_skipped"] += 1
           if counters["bad_records_skipped"] <= 10:

@@ -132,27 +132,62 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
   return train_step
 
 
-def make_eval_step(model: RealmModel, strategy: Optional[tf.distribute.Strategy] = None,
-                   jit_compile: bool = False) -> Callable:
-  """A `tf.function(features) -> {loss, retrieval_utility, off_policy_delay_mins}`
-  computing the global-batch values without dropout (stream them with Keras `Mean`)."""
+EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "delay", "examples")
+
+
+def make_eval_step(model: RealmModel,
+                   strategy: Optional[tf.distribute.Strategy] = None) -> Callable:
+  """A `tf.function(features) -> {EVAL_SUMS: float64}`: the global batch's sums, without
+  dropout, that `eval_metrics` turns into token-weighted metrics over many batches.
+
+  `nll` is the marginal prediction's and `null_nll` the null document's (candidate 0)
+  negative log-likelihood of the masked tokens; `correct` / `null_correct` count the
+  masked tokens whose argmax prediction is right, the marginal one being
+  sum_z p(z|x) p(y|z,x) over the vocabulary; `delay` sums the examples' index staleness
+  in minutes.
+  """
   strategy = strategy or tf.distribute.get_strategy()
 
-  def forward(features, num_masks, num_examples, now):
-    return _scalars(model(features, training=False, loss_normalizer=num_masks,
-                          example_normalizer=num_examples, now=now))
-
-  if jit_compile:
-    forward = tf.function(forward, jit_compile=True)
-
-  def replica_step(features):
-    num_masks, num_examples = _normalizers(features)
-    return forward(features, num_masks, num_examples, tf.timestamp())
+  def replica_sums(features):
+    out = model(features, training=False, return_logits=True)
+    mask = tf.cast(features["mlm_mask"], tf.float32)  # [B, M]
+    marginal = out["marginal_log_probs"]  # [B, M]
+    null = out["gold_log_probs"][:, 0, :]  # [B, M], candidate 0 is the null document
+    probs = tf.einsum("bn,bnmv->bmv", tf.exp(out["candidate_log_probs"]),
+                      tf.nn.softmax(out["mlm_logits"], axis=-1))  # [B, M, V]
+    targets = tf.cast(features["mlm_targets"], tf.int32)  # [B, M]
+    hits = tf.cast(tf.equal(tf.argmax(probs, -1, output_type=tf.int32), targets),
+                   tf.float32)
+    null_hits = tf.cast(tf.equal(tf.argmax(out["mlm_logits"][:, 0], -1,
+                                           output_type=tf.int32), targets), tf.float32)
+    timestamps = tf.cast(features["export_timestamp"], tf.float64)  # [B]
+    delays = (tf.timestamp() - timestamps) / 60.0 * tf.cast(timestamps > 0, tf.float64)
+    sums = dict(nll=-tf.reduce_sum(marginal * mask), null_nll=-tf.reduce_sum(null * mask),
+                correct=tf.reduce_sum(hits * mask),
+                null_correct=tf.reduce_sum(null_hits * mask), masks=tf.reduce_sum(mask),
+                delay=tf.reduce_sum(delays),
+                examples=tf.cast(tf.shape(mask)[0], tf.float64))
+    return {k: tf.cast(v, tf.float64) for k, v in sums.items()}
 
   @tf.function
   def eval_step(features):
-    per_replica = strategy.run(replica_step, args=(features,))
+    per_replica = strategy.run(replica_sums, args=(features,))
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
             for k, v in per_replica.items()}
 
   return eval_step
+
+
+def eval_metrics(totals: Dict[str, float]) -> Dict[str, float]:
+  """Token-weighted metrics from `make_eval_step` sums (added over batches): `loss` and
+  `mlm_accuracy` of the marginal prediction, `null_loss` and `null_mlm_accuracy` of the
+  null document alone (what the reader knows without retrieval), `retrieval_utility`
+  (their log-likelihood difference), `off_policy_delay_mins` and `eval_examples`."""
+  masks = max(float(totals["masks"]), 1.0)
+  return dict(loss=float(totals["nll"]) / masks, null_loss=float(totals["null_nll"]) / masks,
+              retrieval_utility=float(totals["null_nll"] - totals["nll"]) / masks,
+              mlm_accuracy=float(totals["correct"]) / masks,
+              null_mlm_accuracy=float(totals["null_correct"]) / masks,
+              off_policy_delay_mins=float(totals["delay"]) / max(float(totals["examples"]),
+                                                                 1.0),
+              eval_examples=float(totals["examples"]))
