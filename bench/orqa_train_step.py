@@ -1,6 +1,6 @@
 """Benchmark: ORQA fine-tuning steps, speed and memory against the machine's matmul limit.
 
-Runs `orqa.experiments.finetune_lib.make_train_step` (question tower, exact search over K block
+Runs `orqa.experiments.finetune_steps.make_train_step` (question tower, exact search over K block
 embeddings, has_answer over the retrieval beam, in-graph reader featurization of the top
 R blocks, reader BERT, span scorer, early-update retriever loss and marginal reader loss,
 BERT AdamW update) on synthetic data with the original's shapes: retrieval beam 5000,
@@ -31,14 +31,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import step_bench  # noqa: E402
-from realm_tf import tf_hub_modules as tf_hub  # noqa: E402
-from orqa.experiments import finetune_lib  # noqa: E402
+from orqa.experiments import finetune_steps  # noqa: E402
 from orqa.models import orqa_model, towers  # noqa: E402
+from realm_tf.modeling.config import BertConfig  # noqa: E402
+from realm_tf.modeling.embedder import ProjectedEmbedder  # noqa: E402
 from realm_tf.modeling import flops as flops_lib  # noqa: E402
 from realm_tf.modeling import optimizer as optimizer_lib  # noqa: E402
 from realm_tf.modeling import precision as precision_lib  # noqa: E402
-from realm_tf.modeling.config import BertConfig  # noqa: E402
-from realm_tf.modeling.embedder import ProjectedEmbedder  # noqa: E402
+from realm_tf import tf_hub_modules as tf_hub  # noqa: E402
 from realm_tf.tokenization import SPECIAL_TOKENS, Tokenizer  # noqa: E402
 
 SHAPES = dict(retrieval_beam_size=5000, reader_beam_size=5, reader_seq_len=320,
@@ -105,7 +105,7 @@ def build(args, corpus, work_dir):
     model = orqa_model.OrqaModel(tower, retriever_tokenizer, reader, reader_tokenizer,
                                  index, config, name="orqa").build_variables()
   optimizer = optimizer_lib.bert_adamw(1e-5, 1000)
-  step = finetune_lib.make_train_step(model, optimizer, args["batch_size"], strategy)
+  step = finetune_steps.make_train_step(model, optimizer, args["batch_size"], strategy)
   return model, optimizer, step, questions(args["batch_size"]), config, bert
 
 

@@ -53,8 +53,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from orqa.experiments import finetune_lib
 from orqa.experiments import training_utils
+from orqa.models import builder
 from orqa.models import orqa_model
 from orqa.models import towers
 from orqa import predict
@@ -285,13 +285,13 @@ def build_serving_module(model_dir: str, searcher: str = searchers.BRUTE_FORCE,
                          ) -> ServingModule:
   """Rebuilds and restores the model of an `orqa.finetune` model_dir, as orqa.predict."""
   params = training_utils.read_params(model_dir)
-  model_params = finetune_lib.ModelParams(**params["model"])
+  model_params = builder.ModelParams(**params["model"])
   if block_records_path:
     model_params.block_records_path = block_records_path
   config = model_params.orqa_config()
   prefix = block_emb_file.checkpoint_prefix(model_params.retriever_module_path)
   block_emb = block_emb_file.read_block_emb(prefix)
-  titles, bodies = finetune_lib.load_block_records(model_params.block_records_path)
+  titles, bodies = builder.load_block_records(model_params.block_records_path)
   refresh = bool(params.get("refresh_index_every_steps"))
   path = predict.checkpoint_to_restore(model_dir, checkpoint_path)
   if refresh:  # The fine-tuning re-embedded the blocks: the checkpoint holds block_emb.
@@ -300,7 +300,7 @@ def build_serving_module(model_dir: str, searcher: str = searchers.BRUTE_FORCE,
   beam = min(max(top_k, config.reader_beam_size), block_emb.shape[0])
   index = ServingIndex(block_emb, titles, bodies, searcher, beam)
   strategy = tf.distribute.get_strategy()
-  model = finetune_lib.build_model(model_params, strategy, index=index)
+  model = builder.build_model(model_params, strategy, index=index)
   checkpoint = tf.train.Checkpoint(model=model)
   checkpoint.read(path).expect_partial().assert_existing_objects_matched()
   logging.info("Restored %s (%d blocks, searcher %s).", path, index.num_blocks, searcher)

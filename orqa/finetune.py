@@ -59,8 +59,8 @@ from absl import flags
 from absl import logging
 import tf_keras
 
-from orqa.experiments import finetune_lib
 from orqa.experiments import finetune_training
+from orqa.models import builder
 from realm_tf import cli
 from realm_tf.modeling import precision
 from realm_tf.retrieval import searchers
@@ -162,7 +162,7 @@ def config_from_flags(flag_values: Optional[flags.FlagValues] = None
                       ) -> finetune_training.FinetuneConfig:
   """The `FinetuneConfig` of the flags (one field per flag; default: `FLAGS`)."""
   fv = FLAGS if flag_values is None else flag_values
-  model = finetune_lib.ModelParams(
+  model = builder.ModelParams(
       retriever_module_path=fv.retriever_module_path,
       block_records_path=fv.block_records_path,
       reader_module_path=fv.reader_module_path, reader_preset=fv.reader_preset,

@@ -32,10 +32,12 @@ from absl import flags
 from absl import logging
 import tensorflow as tf
 
-from orqa.experiments import finetune_lib
 from orqa.data import jsonl_io
 from orqa.data import qa_data
+from orqa.experiments import finetune_steps
+from orqa.experiments import finetune_training
 from orqa.experiments import training_utils
+from orqa.models import builder
 from realm_tf import cli
 from realm_tf import errors
 from realm_tf.retrieval import export_dirs
@@ -71,7 +73,7 @@ def checkpoint_to_restore(model_dir: str, checkpoint_path=None) -> str:
   """
   if checkpoint_path:
     return checkpoint_path
-  best = os.path.join(model_dir, export_dirs.EXPORT_DIR, finetune_lib.BEST_DIR, "checkpoint")
+  best = os.path.join(model_dir, export_dirs.EXPORT_DIR, finetune_training.BEST_DIR, "checkpoint")
   indexes = sorted(tf.io.gfile.glob(os.path.join(best, "*.index")))
   if indexes:
     return indexes[0][:-len(".index")]
@@ -87,10 +89,10 @@ def checkpoint_to_restore(model_dir: str, checkpoint_path=None) -> str:
 def load_predictor(model_dir: str, strategy, num_retrieved: int, checkpoint_path=None):
   """(model, predict_step) with the restored weights of `model_dir`."""
   params = training_utils.read_params(model_dir)
-  model_params = finetune_lib.ModelParams(**params["model"])
+  model_params = builder.ModelParams(**params["model"])
   config = model_params.orqa_config()
   beam = max(num_retrieved, config.reader_beam_size)
-  model = finetune_lib.build_model(model_params, strategy, num_neighbors=beam)
+  model = builder.build_model(model_params, strategy, num_neighbors=beam)
   items = dict(model=model)
   if params.get("refresh_index_every_steps"):
     items["block_emb"] = model.index.block_emb
@@ -100,7 +102,7 @@ def load_predictor(model_dir: str, strategy, num_retrieved: int, checkpoint_path
   if params.get("refresh_index_every_steps"):
     model.index.assign(model.index.block_emb.numpy())
   logging.info("Restored %s.", path)
-  return model, finetune_lib.make_predict_step(model, strategy, with_labels=False,
+  return model, finetune_steps.make_predict_step(model, strategy, with_labels=False,
                                                retrieval_beam_size=beam)
 
 
@@ -156,7 +158,7 @@ def predict(model_dir: str, dataset_path: str, predictions_path: str, batch_size
   start = time.monotonic()
   results = [None] * len(records)
   if examples:
-    for i, result in zip(asked, finetune_lib.run_predictions(
+    for i, result in zip(asked, finetune_steps.run_predictions(
         predict_step, strategy, examples, batch_size, log_every=50)):
       results[i] = result
   titles = model.index.titles.numpy()

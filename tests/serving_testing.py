@@ -16,9 +16,9 @@ import tensorflow as tf
 import tf_keras
 
 from orqa.data import jsonl_io
-from orqa.experiments import finetune_lib
 from orqa.experiments import finetune_training
 from orqa.experiments import training_utils
+from orqa.models import builder
 from orqa.models import towers
 from realm_tf.featurization import bert_format
 from realm_tf import locks
@@ -50,7 +50,7 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
   """Writes the tiny model_dir (module docstring); returns model_dir."""
   passages_path = passages_path or sample_data.PASSAGES_PATH
   tf_keras.utils.set_random_seed(seed)
-  # orqa.experiments.finetune_lib reads the `body` field of a passages jsonl (`text` in the sample).
+  # orqa.experiments.finetune_steps reads the `body` field of a passages jsonl (`text` in the sample).
   blocks_path = os.path.join(model_dir, "blocks.jsonl")
   jsonl_io.write_jsonl(blocks_path, [dict(r, body=r["text"]) for _, r in
                                      jsonl_io.read_jsonl(passages_path)])
@@ -60,14 +60,14 @@ def make_tiny_finetuned_model(model_dir: str, passages_path: Optional[str] = Non
   tf_hub.save_embedder(embedder, tokenizer, embedder_path, query_seq_len=32)
   block_emb = _embed_passages(embedder, tokenizer, passages_path)
   block_emb_file.write_block_emb(block_emb_file.checkpoint_prefix(embedder_path), block_emb)
-  params = finetune_lib.ModelParams(
+  params = builder.ModelParams(
       retriever_module_path=embedder_path, block_records_path=blocks_path,
       reader_preset="tiny", reader_vocab_path=sample_data.VOCAB_PATH,
       searcher=searchers.BRUTE_FORCE,
       model=dict(retrieval_beam_size=8, reader_beam_size=reader_beam_size,
                  reader_seq_len=reader_seq_len, query_seq_len=32, span_hidden_size=32,
                  max_span_width=10, include_titles=True))
-  model = finetune_lib.build_model(params, tf.distribute.get_strategy())
+  model = builder.build_model(params, tf.distribute.get_strategy())
   manager = tf.train.CheckpointManager(
       tf.train.Checkpoint(model=model),
       os.path.join(model_dir, training_utils.CHECKPOINT_DIR), max_to_keep=1)

@@ -2,7 +2,7 @@
 
 * A retrieval corpus records the SHA-256 of its vocabulary; pre-training, the refresh
   job (and through it ICT's --encode), and ORQA's fine-tuning, prediction and serving
-  (`finetune_lib.build_model`) refuse a corpus of another vocabulary.
+  (`builder.build_model`) refuse a corpus of another vocabulary.
 * Every index records the fingerprint of the corpus it embeds. Pre-training re-embeds its
   own initial index and skips its committed indexes of another corpus; an index given
   to it or to ORQA is refused.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orqa.experiments import finetune_lib
+from orqa.models import builder
 from realm_tf.corpus import build_pretrain_corpus
 from realm_tf.corpus import build_retrieval_corpus
 from realm_tf.corpus import manifest as manifest_lib
@@ -84,10 +84,10 @@ def test_refresh_refuses_a_corpus_of_another_vocabulary(tmp_path, tiny_corpus,
 
 
 def test_orqa_refuses_block_records_of_another_vocabulary(tiny_corpus, tmp_path):
-  params = finetune_lib.ModelParams(retriever_module_path=str(tmp_path / "no_module"),
+  params = builder.ModelParams(retriever_module_path=str(tmp_path / "no_module"),
                                     block_records_path=tiny_corpus)
   with pytest.raises(manifest_lib.VocabMismatchError, match="retriever module"):
-    finetune_lib.check_block_records(params, Tokenizer(sample_data.VOCAB_PATH))
+    builder.check_block_records(params, Tokenizer(sample_data.VOCAB_PATH))
 
 
 @pytest.mark.parametrize("corpus_vocab", ["tiny", "sample"])
@@ -152,11 +152,11 @@ def test_refresh_records_the_corpus_and_stale_indexes_are_skipped(tmp_path, tiny
   # ...and an index given to a consumer is refused, naming both corpora.
   with pytest.raises(corpus_reader.CorpusMismatchError, match="fingerprint"):
     reordered.check_index(index_dir)
-  params = finetune_lib.ModelParams(
+  params = builder.ModelParams(
       retriever_module_path=encoded_export.embedder_path(encoded),
       block_records_path=tiny_corpus + "-*")
   with pytest.raises(corpus_reader.CorpusMismatchError):
-    finetune_lib.check_block_records(params, Tokenizer(tiny_vocab_path))
+    builder.check_block_records(params, Tokenizer(tiny_vocab_path))
 
 
 def test_pretraining_re_embeds_its_initial_index_for_a_changed_corpus(tmp_path, tiny_corpus,

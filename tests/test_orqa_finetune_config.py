@@ -15,16 +15,16 @@ import pytest
 import export  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
 from absl import flags
 
-from tests import serving_testing
-from orqa import finetune
-from orqa.experiments import finetune_lib
-from orqa.experiments import finetune_training
 from orqa.data import jsonl_io
-from orqa import predict
+from orqa.experiments import finetune_training
 from orqa.experiments import training_utils
+from orqa import finetune
+from orqa.models import builder
+from orqa import predict
 from realm_tf import errors
 from realm_tf import sample_data
 from realm_tf.training import eval_results
+from tests import serving_testing
 
 
 def _flag_config(*args):
@@ -58,7 +58,7 @@ def test_every_flag_but_where_and_how_to_run_is_a_config_field():
   finetune.define_flags(values)
   config = _flag_config("--reader_preset=tiny")
   names = ({f.name for f in dataclasses.fields(finetune_training.FinetuneConfig)}
-           | {f.name for f in dataclasses.fields(finetune_lib.ModelParams)}
+           | {f.name for f in dataclasses.fields(builder.ModelParams)}
            | set(config.model.model))
   assert set(values) - names == {"model_dir", "strategy"}
 
@@ -104,7 +104,7 @@ def test_train_from_a_config_alone(tmp_path, serving_shared_base):
   dev_path = str(tmp_path / "dev.jsonl")
   records = [r for _, r in jsonl_io.read_jsonl(sample_data.QA_TRAIN_PATH)]
   jsonl_io.write_jsonl(dev_path, records[:4])
-  model = finetune_lib.ModelParams(
+  model = builder.ModelParams(
       retriever_module_path=os.path.join(tiny_dir, "retriever", "embedder"),
       block_records_path=os.path.join(tiny_dir, "blocks.jsonl"), reader_preset="tiny",
       reader_vocab_path=sample_data.VOCAB_PATH, searcher="brute_force", precision="float32",
@@ -120,7 +120,7 @@ def test_train_from_a_config_alone(tmp_path, serving_shared_base):
   assert set(metrics) >= {"exact_match", "reader_oracle", "top_5_match"}
   assert [r["global_step"] for r in eval_results.read(model_dir)] == [0, 1, 2]
   assert finetune_training.FinetuneConfig.load(model_dir) == config
-  assert os.path.exists(os.path.join(model_dir, "export", finetune_lib.BEST_DIR,
+  assert os.path.exists(os.path.join(model_dir, "export", finetune_training.BEST_DIR,
                                      "best_metric.json"))
   # orqa.predict rebuilds and restores that model_dir from params.json alone.
   assert predict.predict(model_dir, dev_path, str(tmp_path / "pred.jsonl"), batch_size=2,

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf import tf_hub_modules as tf_hub
-from orqa.models import towers
-from orqa.models import orqa_model
 from orqa.data import answer_spans
 from orqa.data import titled_reader_features
-from tests import modeling_testing
+from orqa.models import orqa_model
+from orqa.models import towers
 from realm_tf.modeling.embedder import ProjectedEmbedder
-from tests import strategy_utils
+from realm_tf import tf_hub_modules as tf_hub
 from tests.conftest import TINY_VOCAB
+from tests import modeling_testing
+from tests import strategy_utils
 
 TITLES = ["paris", "eiffel tower", "new york", "nile", "cafe", "france"]
 BODIES = ["paris is a city in france .", "the eiffel tower was built in 1889 in paris .",
@@ -204,7 +204,7 @@ def test_one_batched_finetune_step_on_two_replicas_equals_one_device(model, embe
   result = strategy_utils.run_with_logical_cpus(f"""
 import numpy as np
 import tf_keras
-from orqa.experiments import finetune_lib
+from orqa.experiments import finetune_steps
 from tests import test_orqa_model as t
 
 strategy = mirrored_strategy()
@@ -215,10 +215,10 @@ with strategy.scope():
   model.reader.set_weights(arrays[:{num_reader}])
   model.span_scorer.set_weights(arrays[{num_reader}:])
   optimizer = tf_keras.optimizers.SGD(0.1)
-step = finetune_lib.make_train_step(model, optimizer, 4, strategy)
+step = finetune_steps.make_train_step(model, optimizer, 4, strategy)
 batch = dict(question=tf.constant(t.QUESTIONS),
              answers=tf.ragged.constant(t.ANSWERS).to_tensor(""))
-batch = next(iter(finetune_lib.distribute(strategy, tf.data.Dataset.from_tensors(batch))))
+batch = next(iter(finetune_steps.distribute(strategy, tf.data.Dataset.from_tensors(batch))))
 sums = {{k: float(v) for k, v in step(batch).items()}}
 np.savez({str(tmp_path / "updated.npz")!r}, *[v.numpy() for v in model.trainable_variables])
 emit(sums)

@@ -88,10 +88,11 @@ def test_worker_splits_merge_to_the_same_rows(corpus, tmp_path, num_tasks):
 
 
 def test_command_line_tasks_and_merge(corpus, tmp_path):
-  """Two workers and a merge through the module's main(), as separate invocations."""
+  """Two workers and a merge through realm_tf.embed_corpus, as separate invocations."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from realm_tf import embed_corpus  # pylint: disable=g-import-not-at-top
   if "embedder" not in flags.FLAGS:
-    corpus_embedding.define_flags()
+    embed_corpus.define_flags()
   out = str(tmp_path / "out")
   os.makedirs(os.path.join(out, block_emb_file.PARTIALS_DIR))
   base = ["prog", f"--embedder={corpus['saved']}", f"--vocab_path={corpus['vocab']}",
@@ -101,7 +102,7 @@ def test_command_line_tasks_and_merge(corpus, tmp_path):
     for extra in (["--task_index=1"], ["--task_index=0"], ["--merge"]):
       flags.FLAGS.unparse_flags()
       flags.FLAGS(base + extra)
-      corpus_embedding.main([])
+      embed_corpus.main([])
   finally:
     flags.FLAGS.unparse_flags()
   block_emb = tf.train.load_checkpoint(

@@ -2,8 +2,8 @@
 
 The job of `python -m orqa.finetune` (its flags map one to one onto `FinetuneConfig`), also
 callable from a notebook. It replaces the training loop of the original
-`language/orqa/experiments/orqa_experiment.py`; the model is `orqa.models.orqa_model`, built by
-`orqa.experiments.finetune_lib`.
+`language/orqa/experiments/orqa_experiment.py`; the model is `orqa.models.orqa_model`, built
+by `orqa.models.builder`, and its steps are `orqa.experiments.finetune_steps`.
 
 Every `save_checkpoints_steps` steps (and at the end): a checkpoint in
 `model_dir/checkpoints/`, an evaluation on `dev_path` (TensorBoard `logs/eval` and
@@ -23,10 +23,11 @@ import orbit
 import tensorflow as tf
 
 from orqa.data import block_records
-from orqa.experiments import finetune_lib
 from orqa.data import qa_data
-from orqa.models import span_scorer
+from orqa.experiments import finetune_steps
 from orqa.experiments import training_utils
+from orqa.models import builder
+from orqa.models import span_scorer
 from realm_tf import errors
 from realm_tf.modeling import config as config_lib
 from realm_tf.modeling import optimizer as optimizer_lib
@@ -37,6 +38,7 @@ from realm_tf.retrieval import searchers
 from realm_tf.training import best_metric
 from realm_tf.training import eval_results
 
+BEST_DIR = "best_default"  # export/best_default/: the best checkpoint so far.
 DEFAULT_SPAN_HIDDEN_SIZE = 256  # The original's span_hidden_size (orqa_experiment.py).
 
 
@@ -63,7 +65,7 @@ class FinetuneConfig:
     seed: data order.
     init_span_scorer: span MLP weights (`span_scorer.npz`) for a fresh start.
   """
-  model: finetune_lib.ModelParams
+  model: builder.ModelParams
   train_path: Optional[str] = None
   dev_path: Optional[str] = None
   num_eval_examples: int = 0
@@ -116,7 +118,7 @@ class FinetuneConfig:
   @classmethod
   def from_dict(cls, values: Dict[str, Any]) -> "FinetuneConfig":
     config_lib.check_known_keys(cls, values)
-    values = dict(values, model=finetune_lib.ModelParams(**values["model"]))
+    values = dict(values, model=builder.ModelParams(**values["model"]))
     return cls(**values)
 
   def save(self, model_dir: str) -> str:
@@ -156,7 +158,7 @@ class BestExporter:
   """
 
   def __init__(self, model_dir: str, metric: str = "exact_match"):
-    self.directory = os.path.join(model_dir, export_dirs.EXPORT_DIR, finetune_lib.BEST_DIR)
+    self.directory = os.path.join(model_dir, export_dirs.EXPORT_DIR, BEST_DIR)
     self.metric = metric
 
   def best(self) -> Optional[float]:
@@ -208,10 +210,10 @@ def refresh_index(model, config: FinetuneConfig, strategy) -> None:
 class FinetuneRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
   """Orbit trainer and evaluator of one `OrqaModel` (the loop is `orbit.Controller`).
 
-  Training runs `finetune_lib.make_train_step` and, every `refresh_index_every_steps`
+  Training runs `finetune_steps.make_train_step` and, every `refresh_index_every_steps`
   steps, re-embeds the blocks first; its output per loop is the mean of the per-question
   values, the learning rate and examples/s. Evaluation predicts the dev questions and
-  scores them with `finetune_lib.eval_metrics` ({} without dev questions).
+  scores them with `finetune_steps.eval_metrics` ({} without dev questions).
   """
 
   def __init__(self, model, optimizer, strategy: tf.distribute.Strategy,
@@ -229,9 +231,9 @@ class FinetuneRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
         use_tf_function=False, use_tf_while_loop=False))
 
   def _make_steps(self):
-    self._train_step = finetune_lib.make_train_step(self.model, self.optimizer,
+    self._train_step = finetune_steps.make_train_step(self.model, self.optimizer,
                                                     self.config.batch_size, self.strategy)
-    self._eval_step = finetune_lib.make_predict_step(self.model, self.strategy,
+    self._eval_step = finetune_steps.make_predict_step(self.model, self.strategy,
                                                      with_labels=True)
 
   def train_loop_begin(self):
@@ -260,10 +262,10 @@ class FinetuneRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
     del num_steps  # Always every dev question.
     if not self.dev_examples:
       return {}
-    results = finetune_lib.run_predictions(self._eval_step, self.strategy,
+    results = finetune_steps.run_predictions(self._eval_step, self.strategy,
                                            self.dev_examples,
                                            self.config.global_eval_batch_size)
-    return finetune_lib.eval_metrics(self.dev_examples, results)
+    return finetune_steps.eval_metrics(self.dev_examples, results)
 
 
 def train(config: FinetuneConfig, model_dir: str,
@@ -281,7 +283,7 @@ def train(config: FinetuneConfig, model_dir: str,
   strategy = strategy or tf.distribute.get_strategy()
   config.validate(strategy.num_replicas_in_sync)
   span_arrays, config = resolve_span_scorer(config)  # Before building: the file sets S.
-  model = finetune_lib.build_model(config.model, strategy)
+  model = builder.build_model(config.model, strategy)
   refreshing = bool(config.refresh_index_every_steps)
   with strategy.scope():
     # num_train_steps=0 never steps the optimizer: any schedule will do.
@@ -320,7 +322,7 @@ def train(config: FinetuneConfig, model_dir: str,
     dataset = qa_data.make_dataset(train_examples, batch_size=config.batch_size,
                                    shuffle=True, repeat=True, seed=config.seed + step,
                                    pad_answers=True, drop_remainder=True)
-    dataset = finetune_lib.distribute(strategy, dataset.map(
+    dataset = finetune_steps.distribute(strategy, dataset.map(
         lambda b: {"question": b["question"], "answers": b["answers"]}))
   runner = FinetuneRunner(model, optimizer, strategy, config, dataset, dev_examples)
   exporter = BestExporter(model_dir)

@@ -1,8 +1,9 @@
 """Strict, named assignment of imported tensors to Keras variables.
 
 Every weight load goes through `assign_strict`: `realm_tf.modeling.weights` (BERT
-checkpoints and Hugging Face folders for training) and every converter (`export.tf1_checkpoints`, `export.hf_realm`) turns its input into
-`SourceTensor`s keyed by *target names*: the canonical TF1 BERT names of
+checkpoints and Hugging Face folders, for training) and the checkpoint converters
+(`export.tf1_checkpoints`, `export.hf_realm`). Each turns its input into `SourceTensor`s
+keyed by *target names*: the canonical TF1 BERT names of
 `realm_tf.modeling.weights.canonical_targets` (`embeddings/word_embeddings`,
 `encoder/layer_0/attention/self/query/kernel`, `cls/predictions/output_bias`, ...) plus
 `projection/kernel|bias`, `projection_layer_norm/gamma|beta` for an embedder and the
