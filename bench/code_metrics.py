@@ -4,8 +4,9 @@ r"""Code-structure figures of the packages, at the working tree or at any git re
 
 Prints JSON with, for `realm_tf/`, `orqa/` and `export/`:
 * `largest_functions`: the five longest functions (lines, file, name);
-* `flags_reads_outside_main`: `FLAGS.<name>` reads in functions other than `main` (library
-  code should take configs, not read flags), with the files;
+* `flags_reads_outside_main`: `FLAGS.<name>` reads outside an entry point's `main`,
+  `define_flags` and its flags-to-config mapping (`*_from_flags`): library code should
+  take configs, not read flags; with the files;
 * `repeated_blocks`: windows of 6 code lines (blank lines, comments, imports and
   docstrings skipped; names, strings and numbers kept) that occur in two or more places;
 * `upward_imports`: imports that run against realm_tf <- orqa <- export (a lower package
@@ -67,7 +68,8 @@ def largest_functions(trees, count: int = 5) -> List[dict]:
 
 
 def flags_reads_outside_main(trees) -> dict:
-  """`FLAGS.x` attribute reads whose innermost enclosing function is not `main`."""
+  """`FLAGS.x` attribute reads whose innermost enclosing function is not `main`,
+  `define_flags` or a `*_from_flags` mapping."""
   per_file = collections.Counter()
 
   def visit(node, function):
@@ -75,7 +77,8 @@ def flags_reads_outside_main(trees) -> dict:
       function = node.name
     if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
         and node.value.id == "FLAGS" and isinstance(node.ctx, ast.Load)
-        and function not in (None, "main")):
+        and function is not None and function not in ("main", "define_flags")
+        and not function.endswith("_from_flags")):
       per_file[path] += 1
     for child in ast.iter_child_nodes(node):
       visit(child, function)

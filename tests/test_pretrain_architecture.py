@@ -158,7 +158,7 @@ class _Flags(types.SimpleNamespace):
     return None
 
 
-def _pretrain_config(monkeypatch, vocab_path, **flag_values):
+def _pretrain_config(vocab_path, **flag_values):
   values = dict(share_embedders=True, separate_candidate_segments=True,
                 do_lower_case=True, keep_checkpoint_max=5, seed=0,
                 recompute_activations=False, precision="auto", jit_compile=None,
@@ -166,8 +166,7 @@ def _pretrain_config(monkeypatch, vocab_path, **flag_values):
                 query_seq_len=8, candidate_seq_len=12, num_candidates=3, max_masks=2,
                 num_train_steps=10, vocab_path=vocab_path)
   values.update(flag_values)
-  monkeypatch.setattr(pretrain, "FLAGS", _Flags(**values))
-  return pretrain.build_config(sample=False, vocab_path=vocab_path)
+  return pretrain.config_from_flags(_Flags(**values), sample=False, vocab_path=vocab_path)
 
 
 def _pretraining_model(config, flag_values):
@@ -209,11 +208,11 @@ def _converted_model(reader_output, embedder_output, config, trained):
                                   "realm_tf1_LayerNorm", "hf_realm", "google_folder",
                                   "hf_folder"])
 def test_pretraining_model_computes_what_the_converted_model_computes(
-    sources, monkeypatch, kind):
+    sources, kind):
   output, flag_values, _, embedder_output = sources[kind]
   vocab = os.path.join(output, "vocab.txt")
   # As in docs/CHECKPOINTS.md's recipe, the preset names the weights' size.
-  config = _pretrain_config(monkeypatch, vocab, bert_preset="tiny", **flag_values)
+  config = _pretrain_config(vocab, bert_preset="tiny", **flag_values)
   model = _pretraining_model(config, flag_values)
   reference = _converted_model(output, embedder_output, config, model)
   for part in ("bert", "embedder"):
@@ -273,40 +272,40 @@ def test_loaders_refuse_another_activation_or_epsilon(sources):
 
 
 def test_flags_that_contradict_the_weights_name_flag_weights_and_values(
-    sources, monkeypatch, tmp_path):
+    sources, tmp_path):
   output, flag_values, _, _ = sources["realm_tf1_LayerNorm"]
   vocab = os.path.join(output, "vocab.txt")
   with pytest.raises(ArchitectureConflictError, match=r"--bert_preset=mini contradicts the "
                      r"weights in .*LayerNorm/bert \(.*config.json\): hidden_size is 128 "
                      r"there and 256 from --bert_preset"):
-    _pretrain_config(monkeypatch, vocab, bert_preset="mini", **flag_values)
+    _pretrain_config(vocab, bert_preset="mini", **flag_values)
   # A default preset never contradicts: the weights decide.
-  assert _pretrain_config(monkeypatch, vocab, **flag_values).bert.hidden_size == 128
+  assert _pretrain_config(vocab, **flag_values).bert.hidden_size == 128
   with pytest.raises(ArchitectureConflictError, match=r"--embedder_preset=base contradicts"):
-    _pretrain_config(monkeypatch, vocab, embedder_preset="base", **flag_values)
+    _pretrain_config(vocab, embedder_preset="base", **flag_values)
   with pytest.raises(ArchitectureConflictError, match=r"--do_lower_case=False contradicts "
                      r".*do_lower_case is True there and False from --do_lower_case"):
-    _pretrain_config(monkeypatch, vocab, do_lower_case=False, **flag_values)
+    _pretrain_config(vocab, do_lower_case=False, **flag_values)
   other = tmp_path / "other_vocab.txt"
   other.write_text("\n".join(VOCAB[:7] + ["zzz"] + VOCAB[8:]) + "\n")
   with pytest.raises(ArchitectureConflictError, match=r"--vocab_path=.*other_vocab.txt is "
                      r"not the vocabulary of the weights .*line 8 is 'w2' there and 'zzz'"):
-    _pretrain_config(monkeypatch, str(other), **flag_values)
+    _pretrain_config(str(other), **flag_values)
   larger = tmp_path / "larger_vocab.txt"
   larger.write_text("\n".join(VOCAB + ["extra"]) + "\n")
   with pytest.raises(ArchitectureConflictError, match=r"the vocabulary size .* is 40 there "
                      r"and 41 from --vocab_path"):
-    _pretrain_config(monkeypatch, str(larger), **flag_values)
+    _pretrain_config(str(larger), **flag_values)
   # The initial index's query tower must be the embedder's architecture: the TF-Hub
   # export of the same conversion passes, that of another (epsilon 1e-12) does not.
   module = os.path.join(output, "tf_hub", "embedder")
   assert architecture.read_module_architecture(module).projection_layer_norm_epsilon == 1e-12
-  _pretrain_config(monkeypatch, vocab, initial_embedder_module=module, **flag_values)
+  _pretrain_config(vocab, initial_embedder_module=module, **flag_values)
   keras_output, keras_flags, _, _ = sources["realm_tf1_keras_layer_norm"]
   with pytest.raises(ArchitectureConflictError, match=r"--initial_embedder_module=.* has "
                      r"projection LayerNorm epsilon 1e-12, but the embedder loaded from "
                      r"--init_embedder=.* has 0.001"):
-    _pretrain_config(monkeypatch, os.path.join(keras_output, "vocab.txt"),
+    _pretrain_config(os.path.join(keras_output, "vocab.txt"),
                      initial_embedder_module=module, **keras_flags)
 
 

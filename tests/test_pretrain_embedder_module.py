@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf import pretrain
-from realm_tf import sample_data
-from realm_tf import tf_hub_modules
 from realm_tf.modeling import architecture
-from tests import modeling_testing
-from realm_tf.modeling import weights
 from realm_tf.modeling.architecture import WeightsMismatchError
 from realm_tf.modeling.config import BertConfig
 from realm_tf.modeling.embedder import ProjectedEmbedder
 from realm_tf.modeling.realm_model import RealmModel
+from realm_tf.modeling import weights
+from realm_tf import pretrain
+from realm_tf import sample_data
+from realm_tf import tf_hub_modules
 from realm_tf.tokenization import Tokenizer
+from tests import modeling_testing
 
 QUERY_SEQ_LEN = 8
 PROJECTION = 24  # neither the default 128 nor the tiny test configs' 16
@@ -64,7 +64,7 @@ def modules(tmp_path_factory):
   return embedder_path, reader_path
 
 
-def _config(monkeypatch, **flag_values):
+def _config(**flag_values):
   values = dict(share_embedders=True, separate_candidate_segments=True,
                 do_lower_case=True, keep_checkpoint_max=5, seed=0,
                 recompute_activations=False, precision="auto", jit_compile=None,
@@ -73,25 +73,25 @@ def _config(monkeypatch, **flag_values):
                 max_masks=2, num_train_steps=10, bert_preset="tiny", dropout_rate=0.0,
                 vocab_path=sample_data.VOCAB_PATH)
   values.update(flag_values)
-  monkeypatch.setattr(pretrain, "FLAGS", _Flags(**values))
-  return pretrain.build_config(sample=False, vocab_path=sample_data.VOCAB_PATH)
+  return pretrain.config_from_flags(_Flags(**values), sample=False,
+                                    vocab_path=sample_data.VOCAB_PATH)
 
 
 def _initialized_model(config, flag_values):
   """The model `realm_tf.pretrain` builds and initializes (its `main`)."""
   model = RealmModel(config).build_variables()
   bert = flag_values.get("init_hf_bert") or flag_values.get("init_checkpoint")
-  embedder_path = pretrain.embedder_weights_setting(architecture.Setting("", bert)).value
+  embedder_path = pretrain.embedder_weights_from_flags(
+      _Flags(**flag_values), architecture.Setting("", bert)).value
   weights.load_pretrained_realm(model, bert_path=bert, embedder_path=embedder_path)
   return model
 
 
 @pytest.mark.parametrize("share_embedders", [True, False])
-def test_towers_start_from_the_initial_embedder_module(modules, monkeypatch,
-                                                       share_embedders):
+def test_towers_start_from_the_initial_embedder_module(modules, share_embedders):
   embedder_path, _ = modules
   flag_values = dict(initial_embedder_module=embedder_path, share_embedders=share_embedders)
-  config = _config(monkeypatch, **flag_values)
+  config = _config(**flag_values)
   # The architecture the module records, not the defaults (D 128, epsilon 1e-3).
   assert config.projection_size == PROJECTION
   assert config.embedder_layer_norm_epsilon == pytest.approx(EPSILON)
@@ -117,7 +117,7 @@ def test_towers_start_from_the_initial_embedder_module(modules, monkeypatch,
   assert np.abs(fresh.embed_queries(query, training=False).numpy() - want_query).max() > 0.1
 
 
-def test_init_embedder_still_decides_the_towers_weights(modules, monkeypatch, tmp_path):
+def test_init_embedder_still_decides_the_towers_weights(modules, tmp_path):
   embedder_path, _ = modules
   # Other embedder weights of the same architecture, as a module.
   arch = architecture.read_module_architecture(embedder_path)
@@ -128,21 +128,20 @@ def test_init_embedder_still_decides_the_towers_weights(modules, monkeypatch, tm
   tf_hub_modules.save_embedder(second, Tokenizer(sample_data.VOCAB_PATH), second_path,
                                QUERY_SEQ_LEN)
   flag_values = dict(initial_embedder_module=embedder_path, init_embedder=second_path)
-  model = _initialized_model(_config(monkeypatch, **flag_values), flag_values)
+  model = _initialized_model(_config(**flag_values), flag_values)
   for got, want in zip(model.document_embedder.variables, second.variables):
     np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
-def test_a_module_without_a_record_only_gives_the_initial_index(modules, monkeypatch,
-                                                               tmp_path):
+def test_a_module_without_a_record_only_gives_the_initial_index(modules, tmp_path):
   embedder_path, _ = modules
   bare = str(tmp_path / "bare")  # the same module without its architecture record
   shutil.copytree(embedder_path, bare)
   os.remove(os.path.join(bare, architecture.MODULE_ARCHITECTURE_FILE))
   assert architecture.read_module_architecture(bare) is None
-  monkeypatch.setattr(pretrain, "FLAGS", _Flags(initial_embedder_module=bare))
   reader_weights = architecture.Setting("--init_checkpoint", None)
-  assert pretrain.embedder_weights_setting(reader_weights) is reader_weights
+  assert pretrain.embedder_weights_from_flags(
+      _Flags(initial_embedder_module=bare), reader_weights) is reader_weights
 
 
 def test_module_loading_checks_the_recorded_architecture(modules):

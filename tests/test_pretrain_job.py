@@ -1,0 +1,53 @@
+"""`python -m realm_tf.pretrain` maps its flags onto one typed `PretrainJob`
+(`realm_tf.training.pretraining`): the sample run's defaults without corpora, the original
+launcher's with them, every given flag over both. The job itself runs in
+tests/test_pretrain_kill.py (the CLI) and tests/test_pretrain.py (the trainer)."""
+
+from absl import app
+from absl import flags
+import pytest
+
+import realm_tf  # pylint: disable=unused-import  (selects Keras 2 before TensorFlow loads)
+from realm_tf import pretrain
+from realm_tf import sample_data
+
+
+def _job(*args):
+  values = flags.FlagValues()
+  pretrain.define_flags(values)
+  values(["realm_tf.pretrain", "--model_dir=out", *args])
+  return pretrain.job_from_flags(values)
+
+
+def test_only_a_model_dir_is_the_sample_run():
+  job = _job()
+  assert job.sample and job.model_dir == "out"
+  defaults = pretrain.SAMPLE_DEFAULTS
+  assert job.config.vocab_path == sample_data.VOCAB_PATH
+  assert job.config.bert.num_hidden_layers == 2  # The tiny preset.
+  assert (job.config.batch_size, job.config.num_train_steps) == (
+      defaults["batch_size"], defaults["num_train_steps"])
+  assert (job.ict_steps, job.eval_shards, job.export_steps) == (
+      defaults["ict_steps"], defaults["eval_shards"], defaults["export_steps"])
+  assert (job.refresh, job.strategy, job.bert_weights) == ("inline", "default", None)
+
+
+def test_given_flags_override_the_defaults():
+  job = _job("--batch_size=4", "--num_train_steps=9", "--ict_steps=0", "--seed=7",
+             "--tf_random_seed=7", "--export_steps=3", "--log_every_steps=2",
+             "--refresh=external", "--searcher=brute_force", "--eval_shards=2")
+  assert (job.config.batch_size, job.config.num_train_steps, job.config.seed) == (4, 9, 7)
+  assert (job.ict_steps, job.export_steps, job.log_every_steps) == (0, 3, 2)
+  assert (job.refresh, job.searcher, job.eval_shards) == ("external", "brute_force", 2)
+
+
+def test_corpora_come_with_a_vocabulary_and_take_the_original_defaults():
+  with pytest.raises(app.UsageError, match="go together"):
+    _job("--pretrain_corpus_path=p")
+  job = _job("--pretrain_corpus_path=p", "--retrieval_corpus_path=r",
+             f"--vocab_path={sample_data.VOCAB_PATH}", "--bert_preset=tiny")
+  assert not job.sample
+  defaults = pretrain.ORIGINAL_DEFAULTS
+  assert (job.config.batch_size, job.ict_steps, job.num_shards_per_mips_refresh) == (
+      defaults["batch_size"], defaults["ict_steps"], defaults["num_shards_per_mips_refresh"])
+  assert job.export_steps is None  # The trainer then exports every checkpoint.
