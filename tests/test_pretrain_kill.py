@@ -20,8 +20,11 @@ def test_pretrain_killed_and_resumed_with_inline_refresh(tmp_path):
   """The CLI on the sample corpus: SIGKILL mid-run, resume, refreshed indexes used."""
   model_dir = str(tmp_path / "model")
   command = [sys.executable, "-m", "realm_tf.pretrain", f"--model_dir={model_dir}",
-             "--num_train_steps=36", "--save_checkpoints_steps=6", "--export_steps=12",
+             "--num_train_steps=48", "--save_checkpoints_steps=6", "--export_steps=12",
              "--num_eval_steps=2", "--log_every_steps=6", "--candidate_seq_len=96",
+             # Short passes (one shard each), so the steps after a refreshed index is
+             # committed start new passes that retrieve from it.
+             "--num_shards_per_mips_refresh=1",
              "--ict_steps=0"]  # the ICT warm start and its resume: tests/test_ict_training.py
   checkpoints = os.path.join(model_dir, "checkpoints")
   first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
@@ -43,11 +46,11 @@ def test_pretrain_killed_and_resumed_with_inline_refresh(tmp_path):
   log = second.stdout + second.stderr
   assert second.returncode == 0, log[-4000:]
   assert re.search(rf"Resumed from .*ckpt-{killed_at} at step {killed_at}", log)
-  assert "Training done at step 36" in log
+  assert "Training done at step 48" in log
   assert os.path.exists(os.path.join(model_dir, "TRAINING_DONE"))
-  assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-36")
+  assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-48")
   # The refresh job committed indexes and later examples were retrieved with them.
   assert os.listdir(os.path.join(model_dir, "export", "encoded"))
   timestamps = {int(t) for t in re.findall(r"index ts (\d+)", log)}
   assert any(t > 0 for t in timestamps), timestamps
-  assert "[eval] step 36" in log
+  assert "[eval] step 48" in log
