@@ -63,7 +63,7 @@ def define_flags():
   flags.mark_flags_as_required(["model_dir", "retrieval_corpus_path"])
 
 
-def make_strategy() -> tf.distribute.Strategy:
+def strategy_from_flags() -> tf.distribute.Strategy:
   """The strategy of --strategy (or of the original's --use_tpu / --tpu_workers)."""
   name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
   if name == "default" and FLAGS.distribution != "default":
@@ -90,7 +90,7 @@ def main(argv):
       encoded_to_keep=FLAGS.encoded_to_keep, task_index=FLAGS.task_index,
       num_tasks=FLAGS.num_tasks)
   refresher = refresher_lib.Refresher(FLAGS.model_dir, FLAGS.retrieval_corpus_path, options,
-                                    strategy=make_strategy())
+                                    strategy=strategy_from_flags())
   with refresher.lock(wait_secs=FLAGS.lock_wait_secs):
     refresher.run(once=FLAGS.once)
 

@@ -95,7 +95,8 @@ def ict_dataset(paths: Sequence[str], batch_size: int, query_seq_len: int = 64,
   examples = records.enumerate().map(
       lambda i, r: make_ict_example(tf.io.parse_single_example(r, ICT_FEATURES),
                                     tf.stack([tf.constant(seed, tf.int64), i]), mask_rate),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+      # In order even in training: with a seed, the batches (and so the run) reproduce.
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   examples = examples.filter(lambda e: e["keep"])
   batches = examples.ragged_batch(batch_size, drop_remainder=True)
   return batches.map(
