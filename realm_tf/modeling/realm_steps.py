@@ -18,6 +18,11 @@ equal micro-batches that run one after the other (a `tf.while_loop` without para
 iterations), their gradients summed before the one optimizer update: the same gradient
 as the whole batch (each micro-batch is normalized by the whole batch's counts) with the
 activation memory of one micro-batch.
+
+`make_eval_step(model, strategy)` returns the global batch's sums (negative
+log-likelihoods, correct predictions, masked tokens, ...) of the marginal prediction and
+of the null document alone; `eval_metrics` turns sums added over batches into the
+token-weighted eval metrics (the pre-training job's evaluation).
 """
 
 from typing import Callable, Dict, Optional

@@ -6,8 +6,9 @@ under the strategy and drives `RealmRunner` (an `orbit.StandardTrainer` +
 `orbit.AbstractEvaluator`) with `orbit.Controller`, as ICT and ORQA fine-tuning do:
 * a `tf.train.CheckpointManager` (model + optimizer, slots included) that a killed run
   resumes from at the same step, written every `save_checkpoints_steps`;
-* the examples come from an `ExampleStream`, whose pass ends when the refresh job
-  commits a new index; the runner's iterator then starts the next pass, retrieving from it;
+* the examples come from an `ExampleStream`: each pass over the training shards
+  retrieves with the newest committed index, and the runner's iterator starts the next
+  pass when one ends, so refreshed indexes are picked up without a restart;
 * periodic evaluation on the eval split, token-weighted over `num_eval_steps` batches:
   loss and MLM accuracy of the marginal prediction and of the null document alone (what
   the reader knows without retrieval), `retrieval_utility` (their log-likelihood
@@ -54,8 +55,8 @@ def read_best_metric(model_dir: str) -> Optional[float]:
 class _Batches:
   """Endless iterator over a stream's distributed batches.
 
-  A pass over the stream ends when the refresh job commits a new index; the next pass
-  retrieves from it. Three passes in a row without one full batch raise.
+  When a pass over the stream ends, the next one starts (with the newest committed index).
+  Three passes in a row without one full batch raise.
   """
 
   def __init__(self, stream: ExampleStream, strategy: tf.distribute.Strategy):
@@ -112,7 +113,8 @@ class RealmRunner(orbit.StandardTrainer, orbit.AbstractEvaluator):
     self._eval_step = realm_steps.make_eval_step(model, strategy)
     self._sums, self._steps = None, 0
     self._loop_start = None
-    # Python-driven loops: a new pass over the stream (a new index) starts between steps.
+    # Python-driven loops: a new pass over the stream (maybe a new index) starts between
+    # steps.
     orbit.StandardTrainer.__init__(self, _Batches(train_stream, strategy),
                                    options=orbit.StandardTrainerOptions(
                                        use_tf_function=False, use_tf_while_loop=False))
