@@ -173,8 +173,7 @@ class BestExporter:
     tf.io.gfile.makedirs(target)
     for path in tf.io.gfile.glob(checkpoint_path + ".*"):
       tf.io.gfile.copy(path, os.path.join(target, os.path.basename(path)))
-    with tf.io.gfile.GFile(os.path.join(staging, best_metric.FILENAME), "w") as f:
-      f.write(best_metric.record_text(self.metric, step, metrics))
+    best_metric.write(staging, self.metric, step, metrics)
     old = None
     if tf.io.gfile.exists(self.directory):
       old = export_dirs.temp_dir_for(self.directory)

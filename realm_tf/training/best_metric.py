@@ -13,6 +13,8 @@ from typing import Any, Mapping, Optional
 
 import tensorflow as tf
 
+from realm_tf.retrieval import export_dirs
+
 FILENAME = "best_metric.json"
 
 
@@ -34,9 +36,14 @@ def improves(value: float, best: Optional[float]) -> bool:
   return best is None or value > best
 
 
-def record_text(metric: str, step: int, metrics: Mapping[str, Any]) -> str:
-  """The JSON text of `best_metric.json` for `metrics` (which hold `metric`) at `step`."""
+def write(directory: str, metric: str, step: int, metrics: Mapping[str, Any]) -> str:
+  """Writes `directory/best_metric.json` for `metrics` (which hold `metric`) at `step`,
+  atomically; returns its path."""
   values = {k: v if isinstance(v, (str, int, bool)) else float(v)
             for k, v in metrics.items()}
-  return json.dumps(dict(metric=metric, value=float(metrics[metric]), global_step=int(step),
+  text = json.dumps(dict(metric=metric, value=float(metrics[metric]), global_step=int(step),
                          metrics=values), indent=2, sort_keys=True) + "\n"
+  tf.io.gfile.makedirs(directory)
+  path = os.path.join(directory, FILENAME)
+  export_dirs.write_text_atomic(path, text)
+  return path

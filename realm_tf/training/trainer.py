@@ -249,7 +249,6 @@ class Trainer:
           f"{metrics['steps_per_sec']:.2f} steps/s {metrics['examples_per_sec']:.1f} "
           f"examples/s  index ts {generation.export_timestamp if generation else '-'}",
           flush=True)
-    logging.info("generation counters: %s", self.train_stream.counts())
 
   def _record_eval(self, metrics) -> None:
     metrics = {k: v for k, v in metrics.items() if k != "steps_per_second"}
@@ -277,10 +276,7 @@ class Trainer:
       path = tf_hub.export_modules(self.model, self.tokenizer, self.model_dir, self.step,
                                    also_to=("tf_hub_best",) if improved else ())
       if improved:
-        os.makedirs(best_dir, exist_ok=True)
-        export_dirs.write_text_atomic(os.path.join(best_dir, best_metric.FILENAME),
-                                      best_metric.record_text(BEST_METRIC, self.step,
-                                                              metrics))
+        best_metric.write(best_dir, BEST_METRIC, self.step, metrics)
       logging.info("Exported %s%s", path, " (new best)" if improved else "")
     return metrics
 
