@@ -152,6 +152,8 @@ def learning_table(pretrain_dir: str, finetune_dir: Optional[str]) -> str:
        last.get("recall@5"), "ICT start", "after REALM"),
       ("zero-shot evidence recall@20, held-out questions", first.get("recall@20"),
        last.get("recall@20"), "ICT start", "after REALM"),
+      ("query embedding cosine, held-out questions (1: collapsed)",
+       first.get("query_cosine"), last.get("query_cosine"), "ICT start", "after REALM"),
       ("retrieval utility (nats/token), held-out passages",
        first.get("retrieval_utility"), last.get("retrieval_utility"), "ICT start",
        "after REALM"),
@@ -162,9 +164,9 @@ def learning_table(pretrain_dir: str, finetune_dir: Optional[str]) -> str:
       ("ORQA exact match, held-out questions", orqa[0].get("exact_match") if orqa else None,
        max((e["exact_match"] for e in orqa), default=None), "untrained", "fine-tuned"),
   ]
-  lines = [f"{'held-out metric':52s} {'before':>8s}  {'after':>8s}"]
+  lines = [f"{'held-out metric':58s} {'before':>8s}  {'after':>8s}"]
   for name, before, after, when_before, when_after in rows:
-    lines.append(f"{name:52s} {_fmt(before):>8s}  {_fmt(after):>8s}   ({when_before} -> "
+    lines.append(f"{name:58s} {_fmt(before):>8s}  {_fmt(after):>8s}   ({when_before} -> "
                  f"{when_after})")
   if ict:
     lines.append(f"ICT in-batch retrieval accuracy, held-out passages: "

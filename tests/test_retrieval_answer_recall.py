@@ -43,7 +43,20 @@ def test_zero_shot_recall_counts_questions_with_an_answer_in_their_top_k():
   # q0 ranks block 0 first; q1 ranks blocks 3, 2, 1 (its answer third); q2 anything.
   question_vectors = [[1, 0, 0, 0], [0, 0.1, 0.2, 0.3], [0.3, 0.2, 0.1, 0]]
   got = _recall(texts, questions, answers, question_vectors, blocks)
-  assert got == pytest.approx({"recall@1": 1 / 3, "recall@2": 1 / 3, "recall@3": 2 / 3})
+  cosine = answer_recall.mean_pairwise_cosine(question_vectors)
+  assert got == pytest.approx({"recall@1": 1 / 3, "recall@2": 1 / 3, "recall@3": 2 / 3,
+                               "query_cosine": cosine})
+
+
+def test_mean_pairwise_cosine_detects_collapsed_embeddings():
+  rng = np.random.default_rng(0)
+  spread = rng.normal(size=(50, 16))
+  assert abs(answer_recall.mean_pairwise_cosine(spread)) < 0.1
+  collapsed = np.ones((50, 16)) + 0.01 * spread
+  assert answer_recall.mean_pairwise_cosine(collapsed) > 0.99
+  pair = [[1.0, 0.0], [1.0, 1.0]]  # one pair at 45 degrees
+  assert answer_recall.mean_pairwise_cosine(pair) == pytest.approx(2 ** -0.5)
+  assert answer_recall.mean_pairwise_cosine([[1.0, 2.0]]) == 0.0
 
 
 def test_zero_shot_recall_rejects_bad_arguments():

@@ -208,7 +208,8 @@ class ZeroShotRecall:
     return {f"recall@{k}": sum(r is not None and r < k for r in first) / n for k in self.ks}
 
   def __call__(self, embed_fn: Callable, block_emb, batch_size: int = 256) -> Dict[str, float]:
-    """Recall@k of the questions embedded by `embed_fn` against `block_emb` [K, D].
+    """Recall@k of the questions embedded by `embed_fn` against `block_emb` [K, D], and
+    `query_cosine` (see `mean_pairwise_cosine`).
 
     Args:
       embed_fn: query inputs (a slice of what `query_inputs_fn` returned) -> [b, D].
@@ -220,5 +221,22 @@ class ZeroShotRecall:
     for start in range(0, self.num_questions, batch_size):
       batch = tf.nest.map_structure(lambda t, s=start: t[s:s + batch_size], self._inputs)
       embeddings.append(tf.cast(embed_fn(batch), tf.float32))
-    retrieved = top_k_blocks(tf.concat(embeddings, 0), block_emb, self.ks[-1])
-    return self.recall_from_retrieved(retrieved)
+    query_emb = tf.concat(embeddings, 0)  # [num_questions, D]
+    metrics = self.recall_from_retrieved(top_k_blocks(query_emb, block_emb, self.ks[-1]))
+    metrics["query_cosine"] = mean_pairwise_cosine(query_emb)
+    return metrics
+
+
+def mean_pairwise_cosine(emb) -> float:
+  """Mean cosine similarity over pairs of distinct rows of `emb` [n, D] (0 for n < 2).
+
+  A collapse detector for a query tower: near 1 when every question is embedded alike, so
+  that all of them retrieve the same blocks whatever they ask.
+  """
+  emb = np.asarray(emb, np.float64)
+  n = len(emb)
+  if n < 2:
+    return 0.0
+  unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+  total = float(np.square(unit.sum(axis=0)).sum())  # sum over all ordered pairs, i = j too
+  return (total - n) / (n * (n - 1))

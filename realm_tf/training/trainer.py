@@ -255,7 +255,7 @@ class Trainer:
     if self.chief:
       eval_results.append(self.model_dir, self.step, metrics)
     recall = "".join(f"  zero-shot {k} {v:.3f}" for k, v in metrics.items()
-                     if k.startswith("recall@"))
+                     if k.startswith("recall@") or k == "query_cosine")
     print(f"[eval] step {self.step}: loss {metrics['loss']:.4f} (null document "
           f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
           f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
