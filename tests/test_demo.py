@@ -41,10 +41,12 @@ def test_learning_table_reads_the_first_and_last_held_out_evaluations(tmp_path):
   eval_results.append(os.path.join(pretrain, "ict"), 0, {"recall@5": 0.05, "accuracy": 0.1})
   eval_results.append(os.path.join(pretrain, "ict"), 300, {"recall@5": 0.3, "accuracy": 0.6})
   eval_results.append(pretrain, 0, {"recall@5": 0.3, "recall@20": 0.6, "query_cosine": 0.2,
+                                    "null_document_mass": 0.3,
                                     "retrieval_utility": 0.0, "mlm_accuracy": 0.01,
                                     "null_mlm_accuracy": 0.01})
   eval_results.append(pretrain, 300, {"recall@5": 0.1, "recall@20": 0.2,
-                                      "query_cosine": 0.97, "retrieval_utility": 0.5,
+                                      "query_cosine": 0.97, "null_document_mass": 1.0,
+                                      "retrieval_utility": 0.5,
                                       "mlm_accuracy": 0.02, "null_mlm_accuracy": 0.01})
   for step, exact in ((0, 0.0), (100, 0.25), (200, 0.125)):
     eval_results.append(finetune, step, {"exact_match": exact})
@@ -55,6 +57,8 @@ def test_learning_table_reads_the_first_and_last_held_out_evaluations(tmp_path):
   values = dict(rows[2:])
   assert values["query embedding cosine, held-out questions (1: collapsed)"] == [
       "0.200", "0.970"]
+  assert values["retrieval mass on the null document, held-out passages"] == [
+      "0.300", "1.000"]
   # Untrained, then the best evaluation.
   assert values["ORQA exact match, held-out questions"] == ["0.000", "0.250"]
   assert "ICT in-batch retrieval accuracy, held-out passages: 0.600" in table

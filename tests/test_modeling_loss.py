@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests import modeling_testing
+from realm_tf.modeling import realm_steps
 from realm_tf.modeling.realm_model import (RealmModel, gold_log_probs_from_logits,
                                            off_policy_delay_mins, realm_objective)
 
@@ -140,6 +141,24 @@ def test_null_document_gets_a_model_score(tiny_model):
   assert np.all(null_scores != 0.0)
   null_emb = tiny_model.embed_candidates(features["candidate_inputs"])[:, 0].numpy()
   np.testing.assert_allclose(null_emb, np.repeat(null_emb[:1], 4, axis=0), atol=1e-5)
+
+
+def test_eval_metrics_match_the_model_outputs(tiny_model):
+  features = modeling_testing.random_features(tiny_model.config, 4, seed=7)
+  out = tiny_model(features, training=False)
+  totals = realm_steps.make_eval_step(tiny_model)(features)
+  metrics = realm_steps.eval_metrics({k: float(v) for k, v in totals.items()})
+  mask = features["mlm_mask"].numpy().astype(np.float64)
+  marginal = out["marginal_log_probs"].numpy()
+  null = out["gold_log_probs"][:, 0].numpy()
+  assert metrics["loss"] == pytest.approx(-(marginal * mask).sum() / mask.sum(), rel=1e-5)
+  assert metrics["null_loss"] == pytest.approx(-(null * mask).sum() / mask.sum(), rel=1e-5)
+  assert metrics["retrieval_utility"] == pytest.approx(
+      ((marginal - null) * mask).sum() / mask.sum(), abs=1e-5)
+  null_mass = np.exp(out["candidate_log_probs"][:, 0].numpy()).mean()
+  assert 0.0 < null_mass < 1.0
+  assert metrics["null_document_mass"] == pytest.approx(null_mass, rel=1e-5)
+  assert metrics["eval_examples"] == 4
 
 
 def test_dropout_only_in_training(tiny_model):

@@ -137,7 +137,8 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
   return train_step
 
 
-EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "delay", "examples")
+EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "null_mass", "delay",
+             "examples")
 
 
 def make_eval_step(model: RealmModel,
@@ -148,8 +149,8 @@ def make_eval_step(model: RealmModel,
   `nll` is the marginal prediction's and `null_nll` the null document's (candidate 0)
   negative log-likelihood of the masked tokens; `correct` / `null_correct` count the
   masked tokens whose argmax prediction is right, the marginal one being
-  sum_z p(z|x) p(y|z,x) over the vocabulary; `delay` sums the examples' index staleness
-  in minutes.
+  sum_z p(z|x) p(y|z,x) over the vocabulary; `null_mass` sums the examples' retrieval
+  probability of the null document; `delay` sums the examples' index staleness in minutes.
   """
   strategy = strategy or tf.distribute.get_strategy()
 
@@ -170,6 +171,7 @@ def make_eval_step(model: RealmModel,
     sums = dict(nll=-tf.reduce_sum(marginal * mask), null_nll=-tf.reduce_sum(null * mask),
                 correct=tf.reduce_sum(hits * mask),
                 null_correct=tf.reduce_sum(null_hits * mask), masks=tf.reduce_sum(mask),
+                null_mass=tf.reduce_sum(tf.exp(out["candidate_log_probs"][:, 0])),
                 delay=tf.reduce_sum(delays),
                 examples=tf.cast(tf.shape(mask)[0], tf.float64))
     return {k: tf.cast(v, tf.float64) for k, v in sums.items()}
@@ -187,12 +189,15 @@ def eval_metrics(totals: Dict[str, float]) -> Dict[str, float]:
   """Token-weighted metrics from `make_eval_step` sums (added over batches): `loss` and
   `mlm_accuracy` of the marginal prediction, `null_loss` and `null_mlm_accuracy` of the
   null document alone (what the reader knows without retrieval), `retrieval_utility`
-  (their log-likelihood difference), `off_policy_delay_mins` and `eval_examples`."""
+  (their log-likelihood difference), `null_document_mass` (the mean retrieval probability
+  of the null document: near 1 when the retriever has collapsed onto it and no longer
+  learns), `off_policy_delay_mins` and `eval_examples`."""
   masks = max(float(totals["masks"]), 1.0)
+  examples = max(float(totals["examples"]), 1.0)
   return dict(loss=float(totals["nll"]) / masks, null_loss=float(totals["null_nll"]) / masks,
               retrieval_utility=float(totals["null_nll"] - totals["nll"]) / masks,
               mlm_accuracy=float(totals["correct"]) / masks,
               null_mlm_accuracy=float(totals["null_correct"]) / masks,
-              off_policy_delay_mins=float(totals["delay"]) / max(float(totals["examples"]),
-                                                                 1.0),
+              null_document_mass=float(totals["null_mass"]) / examples,
+              off_policy_delay_mins=float(totals["delay"]) / examples,
               eval_examples=float(totals["examples"]))

@@ -259,7 +259,8 @@ class Trainer:
     print(f"[eval] step {self.step}: loss {metrics['loss']:.4f} (null document "
           f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
           f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
-          f"{metrics['null_mlm_accuracy']:.4f})  off_policy_delay_mins "
+          f"{metrics['null_mlm_accuracy']:.4f})  null_document_mass "
+          f"{metrics['null_document_mass']:.3f}  off_policy_delay_mins "
           f"{metrics['off_policy_delay_mins']:.2f}{recall}", flush=True)
 
   def evaluate(self) -> Dict[str, float]:
