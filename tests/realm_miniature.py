@@ -63,8 +63,9 @@ class MiniatureSettings:
 class Miniature:
   """The world, the model and its three training stages for one seed."""
 
-  def __init__(self, seed: int, settings: MiniatureSettings = MiniatureSettings(),
+  def __init__(self, seed: int, settings: Optional[MiniatureSettings] = None,
                verbose: bool = False):
+    settings = settings or MiniatureSettings()
     self.s = settings
     self.verbose = verbose
     self.rng = np.random.default_rng(seed)
