@@ -1,4 +1,4 @@
-r"""Probe: has a pre-training run's query tower collapsed onto the null document?
+r"""Probe: has a REALM run's retriever collapsed, and where does the null document stand?
 
 For every encoded export of a REALM run (`model_dir/export/encoded/<ts>/`), embeds the QA
 questions and the null document with that export's embedder and reads its index, then
