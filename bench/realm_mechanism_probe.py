@@ -5,7 +5,10 @@ recall, then REALM steps (`realm_steps.make_train_step`) on one relation's quest
 recall@5 is measured on the other relation's questions, never trained on.
 
   python bench/realm_mechanism_probe.py [--seeds=0,1,2] [--lr=1e-4] [--steps=100]
-      [--ict_target=0.5]
+      [--ict_target=0.3] [--refresh_every=1]
+
+The defaults are the miniature's (`MiniatureSettings`), which `tests/test_realm_mechanism.py`
+uses; `--refresh_every=1000` never refreshes the index (the paper's stale-index ablation).
 
 Prints one JSON line per seed: recall@5 of the held-out and the training questions at the
 REALM start and end, the ICT steps taken, and the last step's loss and retrieval utility
