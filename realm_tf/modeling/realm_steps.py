@@ -190,8 +190,8 @@ def eval_metrics(totals: Dict[str, float]) -> Dict[str, float]:
   `mlm_accuracy` of the marginal prediction, `null_loss` and `null_mlm_accuracy` of the
   null document alone (what the reader knows without retrieval), `retrieval_utility`
   (their log-likelihood difference), `null_document_mass` (the mean retrieval probability
-  of the null document: near 1 when the retriever has collapsed onto it and no longer
-  learns), `off_policy_delay_mins` and `eval_examples`."""
+  of the null document: at 0 or 1 the retrieval softmax has saturated and the retriever
+  no longer learns), `off_policy_delay_mins` and `eval_examples`."""
   masks = max(float(totals["masks"]), 1.0)
   examples = max(float(totals["examples"]), 1.0)
   return dict(loss=float(totals["nll"]) / masks, null_loss=float(totals["null_nll"]) / masks,
