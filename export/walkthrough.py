@@ -145,25 +145,21 @@ def learning_table(pretrain_dir: str, finetune_dir: Optional[str]) -> str:
   orqa = eval_results.read(finetune_dir) if finetune_dir else []
   first, last = (evals[0], evals[-1]) if evals else ({}, {})
   ict_first, ict_last = (ict[0], ict[-1]) if ict else ({}, {})
+
+  def realm_row(name, key):
+    return (name, first.get(key), last.get(key), "ICT start", "after REALM")
+
   rows = [
       ("zero-shot evidence recall@5, held-out questions", ict_first.get("recall@5"),
        ict_last.get("recall@5"), "random init", "after ICT"),
-      ("zero-shot evidence recall@5, held-out questions", first.get("recall@5"),
-       last.get("recall@5"), "ICT start", "after REALM"),
-      ("zero-shot evidence recall@20, held-out questions", first.get("recall@20"),
-       last.get("recall@20"), "ICT start", "after REALM"),
-      ("query embedding cosine, held-out questions (1: collapsed)",
-       first.get("query_cosine"), last.get("query_cosine"), "ICT start", "after REALM"),
-      ("retrieval mass on the null document, held-out passages",
-       first.get("null_document_mass"), last.get("null_document_mass"), "ICT start",
-       "after REALM"),
-      ("retrieval utility (nats/token), held-out passages",
-       first.get("retrieval_utility"), last.get("retrieval_utility"), "ICT start",
-       "after REALM"),
-      ("MLM accuracy with retrieval, held-out passages", first.get("mlm_accuracy"),
-       last.get("mlm_accuracy"), "ICT start", "after REALM"),
-      ("MLM accuracy with the null document only", first.get("null_mlm_accuracy"),
-       last.get("null_mlm_accuracy"), "ICT start", "after REALM"),
+      realm_row("zero-shot evidence recall@5, held-out questions", "recall@5"),
+      realm_row("zero-shot evidence recall@20, held-out questions", "recall@20"),
+      realm_row("query embedding cosine, held-out questions (1: collapsed)", "query_cosine"),
+      realm_row("retrieval mass on the null document, held-out passages",
+                "null_document_mass"),
+      realm_row("retrieval utility (nats/token), held-out passages", "retrieval_utility"),
+      realm_row("MLM accuracy with retrieval, held-out passages", "mlm_accuracy"),
+      realm_row("MLM accuracy with the null document only", "null_mlm_accuracy"),
       ("ORQA exact match, held-out questions", orqa[0].get("exact_match") if orqa else None,
        max((e["exact_match"] for e in orqa), default=None), "untrained", "fine-tuned"),
   ]

@@ -29,6 +29,7 @@ import tensorflow as tf
 import tf_keras
 
 from realm_tf.featurization.bert_inputs import BertInputs
+from realm_tf.ict import model as ict_model
 from realm_tf.modeling import optimizer as optimizer_lib
 from realm_tf.modeling import realm_steps
 from realm_tf.modeling.realm_model import RealmModel
@@ -171,9 +172,8 @@ class Miniature:
             BertInputs(q_ids, tf.ones_like(q_ids), tf.zeros_like(q_ids)), training=True)
         d = self.model.document_embedder(BertInputs(d_ids, tf.ones_like(d_ids), d_seg),
                                          training=True)
-        logits = tf.matmul(q, d, transpose_b=True)  # [B, B], in-batch negatives
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            tf.range(tf.shape(q)[0]), logits))
+        logits, labels = ict_model.in_batch_logits(q, d)  # [B, B], in-batch negatives
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
       opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     steps = 0

@@ -254,14 +254,14 @@ class Trainer:
     metrics = {k: v for k, v in metrics.items() if k != "steps_per_second"}
     if self.chief:
       eval_results.append(self.model_dir, self.step, metrics)
-    recall = "".join(f"  zero-shot {k} {v:.3f}" for k, v in metrics.items()
-                     if k.startswith("recall@") or k == "query_cosine")
+    zero_shot = "".join(f"  zero-shot {k} {v:.3f}" for k, v in metrics.items()
+                        if k.startswith("recall@") or k == "query_cosine")
     print(f"[eval] step {self.step}: loss {metrics['loss']:.4f} (null document "
           f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
           f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
           f"{metrics['null_mlm_accuracy']:.4f})  null_document_mass "
           f"{metrics['null_document_mass']:.3f}  off_policy_delay_mins "
-          f"{metrics['off_policy_delay_mins']:.2f}{recall}", flush=True)
+          f"{metrics['off_policy_delay_mins']:.2f}{zero_shot}", flush=True)
 
   def evaluate(self) -> Dict[str, float]:
     """One evaluation (TensorBoard `logs/eval`, `eval_results.jsonl`, a printed line)."""
