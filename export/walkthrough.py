@@ -182,19 +182,27 @@ def main(argv):
   start = time.monotonic()
   model_dir = FLAGS.model_dir
   finetune_dir = model_dir + "_orqa"
-  if "examples" in FLAGS.stages:
+
+  def examples():
     print("[1/4] REALM training examples of the sample corpus, decoded", flush=True)
     showcase.print_examples(FLAGS.num_examples)
-  if "pretrain" in FLAGS.stages:
-    run_pretraining(model_dir, FLAGS.seed)
-  if "finetune" in FLAGS.stages:
-    run_finetuning(model_dir, finetune_dir, FLAGS.finetune_steps, FLAGS.seed)
-  if "serve" in FLAGS.stages:
-    run_serving(finetune_dir, model_dir + "_serving")
+
+  stages = dict(
+      examples=examples, pretrain=lambda: run_pretraining(model_dir, FLAGS.seed),
+      finetune=lambda: run_finetuning(model_dir, finetune_dir, FLAGS.finetune_steps,
+                                      FLAGS.seed),
+      serve=lambda: run_serving(finetune_dir, model_dir + "_serving"))
+  seconds = {}
+  for name in STAGES:
+    if name in FLAGS.stages:
+      stage_start = time.monotonic()
+      stages[name]()
+      seconds[name] = time.monotonic() - stage_start
   if os.path.exists(eval_results.path_in(model_dir)):
     print("\nWhat the model learned, measured on held-out data only:\n" +
           learning_table(model_dir, finetune_dir if os.path.isdir(finetune_dir) else None))
-  print(f"\nDone in {time.monotonic() - start:.0f} s.", flush=True)
+  print(f"\nDone in {time.monotonic() - start:.0f} s (" +
+        ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + ").", flush=True)
 
 
 if __name__ == "__main__":
