@@ -5,14 +5,21 @@ embedded default's reader (tiny BERT L2/H128, sample vocabulary, random init) ne
 (docs/BENCHMARKS.md, "Does it learn?"). This probe trains that reader alone on a task
 that can only be solved by reading: random-token passages, the query a window copied from
 the passage with 10-30% of its tokens masked, `[CLS] query [SEP] passage [SEP]` (the
-reader's joint input, Q 48 + C 128). Memorizing is impossible; the masked tokens are in
-the passage at the positions whose neighbours match. A control run leaves the tokens
-unmasked (the target is the visible token: identity), which only checks the harness.
+reader's joint input, by default Q 48 + C 128). Memorizing is impossible; the masked
+tokens are in the passage at the positions whose neighbours match. A control run leaves
+the tokens unmasked (the target is the visible token: identity), which only checks the
+harness.
 
   python bench/reader_copy_probe.py --steps=1000 [--identity] [--seed=0]
+      [--query_len=48 --passage_len=128 --min_passage_len=40] [--vocab_limit=N]
+      [--word_embedding_std=0.02]
 
-Prints a JSON line per evaluation: held-out masked-token accuracy and loss (chance:
-ln V = 8.66 for the 5,763-token sample vocabulary).
+`--vocab_limit` draws the passages' tokens from the first N word pieces only;
+`--word_embedding_std` re-initializes the (input and tied output) word embeddings with
+that standard deviation instead of BERT's 0.02.
+
+Prints a JSON line per evaluation: held-out masked-token accuracy and loss (chance: the
+log of the number of tokens drawn, 8.66 for the 5,763-token sample vocabulary).
 """
 
 import argparse
@@ -33,24 +40,26 @@ from realm_tf.modeling.config import BertConfig  # noqa: E402
 from realm_tf.modeling.reader import KnowledgeAugmentedEncoder  # noqa: E402
 from realm_tf.tokenization import Tokenizer  # noqa: E402
 
-QUERY_LEN, PASSAGE_LEN, MAX_MASKS = 48, 128, 10
+MAX_MASKS = 10
 
 
-def copy_example(rng, tokenizer, identity: bool):
+def copy_example(rng, tokenizer, args):
   """One example: (ids, mask, segments) [Q + C], (positions, targets, weights) [M]."""
-  vocab_size = len(tokenizer.vocab)
+  vocab_end = args.vocab_limit or len(tokenizer.vocab)
   first_word = tokenizer.mask_id + 1  # After [PAD] [UNK] [CLS] [SEP] [MASK].
-  passage = rng.integers(first_word, vocab_size, rng.integers(40, PASSAGE_LEN - 2))
-  query_len = rng.integers(12, min(QUERY_LEN - 2, len(passage)) + 1)
+  passage = rng.integers(first_word, vocab_end,
+                         rng.integers(args.min_passage_len, args.passage_len - 2))
+  longest = min(args.query_len - 2, len(passage))
+  query_len = rng.integers(min(12, longest), longest + 1)
   offset = rng.integers(0, len(passage) - query_len + 1)
   query = passage[offset:offset + query_len].copy()
   num_masks = int(min(MAX_MASKS, max(1, round(query_len * rng.uniform(0.1, 0.3)))))
   positions = np.sort(rng.choice(query_len, num_masks, replace=False))
   targets = query[positions].copy()
-  if not identity:
+  if not args.identity:
     query[positions] = tokenizer.mask_id
   tokens = [tokenizer.cls_id, *query, tokenizer.sep_id, *passage, tokenizer.sep_id]
-  ids = np.zeros([QUERY_LEN + PASSAGE_LEN], np.int32)  # [L]
+  ids = np.zeros([args.query_len + args.passage_len], np.int32)  # [Q + C]
   ids[:len(tokens)] = tokens
   segments = np.zeros_like(ids)
   segments[query_len + 2:len(tokens)] = 1
@@ -61,8 +70,8 @@ def copy_example(rng, tokenizer, identity: bool):
   return ids, (ids > 0).astype(np.int32), segments, mlm
 
 
-def make_batch(rng, tokenizer, size: int, identity: bool):
-  ids, mask, segments, mlm = zip(*(copy_example(rng, tokenizer, identity)
+def make_batch(rng, tokenizer, size: int, args):
+  ids, mask, segments, mlm = zip(*(copy_example(rng, tokenizer, args)
                                    for _ in range(size)))
   mlm = np.stack(mlm)  # [B, 3, M]
   inputs = dict(input_word_ids=np.stack(ids), input_mask=np.stack(mask),
@@ -79,7 +88,16 @@ def main():
   parser.add_argument("--identity", action="store_true",
                       help="Control: leave the tokens unmasked.")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--query_len", type=int, default=48, help="Q, with [CLS] and [SEP].")
+  parser.add_argument("--passage_len", type=int, default=128, help="C, with [SEP].")
+  parser.add_argument("--min_passage_len", type=int, default=40)
+  parser.add_argument("--vocab_limit", type=int, default=0,
+                      help="Draw tokens from the first N word pieces (0: all).")
+  parser.add_argument("--word_embedding_std", type=float, default=None,
+                      help="Re-initialize the word embeddings with this std (BERT: 0.02).")
   args = parser.parse_args()
+  if not 4 <= args.min_passage_len < args.passage_len - 2 or args.query_len < 6:
+    parser.error("need 4 <= --min_passage_len < --passage_len - 2 and --query_len >= 6")
   tf_keras.utils.set_random_seed(args.seed)
   rng = np.random.default_rng(args.seed)
   tokenizer = Tokenizer(sample_data.VOCAB_PATH, do_lower_case=True)
@@ -87,6 +105,10 @@ def main():
                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
   reader = KnowledgeAugmentedEncoder(config)
   reader.build_variables()
+  if args.word_embedding_std is not None:
+    table = reader.encoder.get_embedding_table()  # [V, H], tied to the MLM output
+    table.assign(tf.random.truncated_normal(table.shape, stddev=args.word_embedding_std,
+                                            seed=args.seed))
   optimizer = tf_keras.optimizers.Adam(args.learning_rate)
 
   def log_probs(inputs, positions, training):
@@ -103,8 +125,8 @@ def main():
     return loss
 
   evaluate = tf.function(lambda inputs, positions: log_probs(inputs, positions, False))
-  heldout = make_batch(np.random.default_rng(10_000 + args.seed), tokenizer, 256,
-                       args.identity)
+  heldout = make_batch(np.random.default_rng(10_000 + args.seed), tokenizer, 256, args)
+  drawn = (args.vocab_limit or len(tokenizer.vocab)) - (tokenizer.mask_id + 1)
   start = time.time()
   for step in range(args.steps + 1):
     if step % args.eval_every == 0 or step == args.steps:
@@ -113,13 +135,15 @@ def main():
       hits = (logp.argmax(-1) == targets) * weights
       nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0] * weights
       print(json.dumps(dict(step=step, identity=args.identity, seed=args.seed,
+                            word_embedding_std=args.word_embedding_std,
+                            vocab_limit=args.vocab_limit,
                             heldout_accuracy=round(float(hits.sum() / weights.sum()), 4),
                             heldout_loss=round(float(nll.sum() / weights.sum()), 3),
-                            chance_loss=round(float(np.log(len(tokenizer.vocab))), 3),
+                            chance_loss=round(float(np.log(drawn)), 3),  # the drawn tokens, uniform
                             seconds=round(time.time() - start, 1))), flush=True)
     if step == args.steps:
       break
-    train_step(*make_batch(rng, tokenizer, args.batch_size, args.identity))
+    train_step(*make_batch(rng, tokenizer, args.batch_size, args))
 
 
 if __name__ == "__main__":
