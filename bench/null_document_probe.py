@@ -32,7 +32,6 @@ from realm_tf.featurization.featurizer import Featurizer  # noqa: E402
 from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.retrieval import answer_recall, corpus_embedding, encoded_export  # noqa: E402
 from realm_tf.retrieval import export_dirs  # noqa: E402
-from realm_tf.tokenization import Tokenizer  # noqa: E402
 
 
 def probe_export(encoded_dir: str, featurizer: Featurizer, questions, num_candidates: int):
@@ -67,11 +66,7 @@ def main() -> None:
                       "sample's held-out questions).")
   args = parser.parse_args()
   config = RealmConfig.load(os.path.join(args.model_dir, "config.json"))
-  featurizer = Featurizer(
-      query_seq_len=config.query_seq_len, candidate_seq_len=config.candidate_seq_len,
-      num_candidates=config.num_candidates, max_masks=config.max_masks,
-      tokenizer=Tokenizer(config.vocab_path, do_lower_case=config.do_lower_case),
-      separate_candidate_segments=config.separate_candidate_segments)
+  featurizer = Featurizer.from_config(config)
   questions, _ = answer_recall.load_qa_pairs(args.qa_path)
   base = export_dirs.export_base(args.model_dir, "encoded")
   exports = export_dirs.export_paths(base)

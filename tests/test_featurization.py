@@ -17,6 +17,7 @@ from realm_tf.featurization import (NULL_DOCUMENT, BertInputs, Document, Featuri
                                     postprocess_candidates, prepend_null_document,
                                     select_candidates_tf)
 from realm_tf.featurization import example_io
+from tests import modeling_testing
 
 TEXT = b"The Eiffel Tower was built in 1889."
 # the(0,3) eiffel(4,10) tower(11,16) was(17,20) built(21,26) in(27,29) 1889(30,34) .(34,35)
@@ -34,6 +35,16 @@ def ragged(rows):
 def featurizer(tiny_tokenizer):
   return Featurizer(query_seq_len=10, candidate_seq_len=8, num_candidates=3, max_masks=2,
                     tokenizer=tiny_tokenizer)
+
+
+def test_from_config_matches_the_config(tiny_vocab_path):
+  config = modeling_testing.tiny_realm_config(
+      query_seq_len=9, candidate_seq_len=11, num_candidates=4, max_masks=3,
+      vocab_path=tiny_vocab_path, do_lower_case=False, separate_candidate_segments=False)
+  f = Featurizer.from_config(config)
+  assert (f.query_seq_len, f.candidate_seq_len, f.num_candidates, f.max_masks,
+          f.separate_candidate_segments) == (9, 11, 4, 3, False)
+  assert (f.tokenizer.vocab_path, f.tokenizer.do_lower_case) == (tiny_vocab_path, False)
 
 
 def query(tokenizer, spans, text=TEXT):

@@ -86,6 +86,15 @@ class Featurizer:
     self.tokenizer = tokenizer
     self.separate_candidate_segments = separate_candidate_segments
 
+  @classmethod
+  def from_config(cls, config) -> "Featurizer":
+    """The featurizer of a `RealmConfig` (its lengths, counts, vocabulary and casing):
+    what pre-training used, rebuilt from a run's config.json."""
+    return cls(config.query_seq_len, config.candidate_seq_len, config.num_candidates,
+               config.max_masks,
+               Tokenizer(config.vocab_path, do_lower_case=config.do_lower_case),
+               config.separate_candidate_segments)
+
   # ------------------------------------------------------------------ in-graph, batched
 
   def mask_query_tf(self, token_ids, token_starts, token_limits, span_starts,

@@ -27,7 +27,6 @@ from realm_tf.retrieval import answer_recall
 from realm_tf.retrieval import block_emb_file
 from realm_tf.retrieval import searchers
 from realm_tf import sample_data
-from realm_tf.tokenization import Tokenizer
 from realm_tf.training import corpora
 from realm_tf.training import initial_index
 from realm_tf.training import inline_refresh
@@ -128,10 +127,8 @@ def run(job: PretrainJob) -> Trainer:
   config.save(model_dir)  # config.json: the refresh job rebuilds its featurizer from it
 
   strategy = strategies.make_strategy(job.strategy, job.tpu)
-  tokenizer = Tokenizer(config.vocab_path, do_lower_case=config.do_lower_case)
-  featurizer = Featurizer(config.query_seq_len, config.candidate_seq_len,
-                          config.num_candidates, config.max_masks, tokenizer,
-                          config.separate_candidate_segments)
+  featurizer = Featurizer.from_config(config)
+  tokenizer = featurizer.tokenizer
   eval_paths, train_paths = split_shards(pretrain_paths, job.eval_shards)
   retrieval_paths = retrieval.shard_paths
   common = dict(model_dir=model_dir, retrieval_paths=retrieval_paths, featurizer=featurizer,
