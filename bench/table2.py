@@ -396,7 +396,6 @@ class Runner:
   # -------------------------------------------------------------------------- ICT (a)
 
   def stage_ict(self) -> dict:
-    s, f = self.scale, self.data_files()
     model_dir = self.path("ict")
     wall = 0.0
     if self.dry_run or not self._ict_done():
@@ -404,7 +403,7 @@ class Runner:
     if self.dry_run:
       return {}
     return dict(train_secs=wall, module=self.ict_module(),
-                eval=_logged_evals(self.path("logs", "ict.log")))
+                eval=_read_jsonl(os.path.join(model_dir, "eval_results.jsonl")))
 
   def _ict_done(self) -> bool:
     encoded = _newest_dir(os.path.join(self.path("ict"), "export", "encoded"))
@@ -726,19 +725,6 @@ def _read_jsonl(path: str) -> List[dict]:
     return []
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-def _logged_evals(log_path: str) -> List[dict]:
-  """The `eval at step N: name=value ...` lines of a job's log, as dicts."""
-  evals = []
-  with open(log_path, encoding="utf-8", errors="replace") as f:
-    for line in f:
-      match = re.search(r"eval at step (\d+): (.*)$", line)
-      if match:
-        values = dict(re.findall(r"(\w+)=([-\d.eE+]+)", match.group(2)))
-        evals.append(dict(global_step=int(match.group(1)),
-                          **{k: float(v) for k, v in values.items()}))
-  return evals
 
 
 def _stage_embedder_export(source_export: str, model_dir: str) -> None:

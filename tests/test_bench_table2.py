@@ -120,3 +120,20 @@ def test_tfidf_answer_recall(tmp_path):
   assert result["recall@1"] == pytest.approx(2 / 3)
   assert result["recall@4"] == pytest.approx(2 / 3)
   assert result["num_questions"] == 3
+
+
+def test_finished_ict_stage_reports_its_held_out_evaluations(tmp_path):
+  """A finished ICT run (export at the last step) is not rerun; its result carries the
+  held-out evaluations that orqa.ict wrote to eval_results.jsonl."""
+  scale = table2.SCALES["tiny"]
+  runner = table2.Runner(str(tmp_path), str(tmp_path / "shared"), scale)
+  encoded = tmp_path / "ict" / "export" / "encoded" / "1000"
+  (encoded / "embedder").mkdir(parents=True)
+  (encoded / "global_step.txt").write_text(str(scale.ict_steps))
+  evals = [dict(global_step=0, accuracy=0.25), dict(global_step=scale.ict_steps, accuracy=0.5)]
+  (tmp_path / "ict" / "eval_results.jsonl").write_text(
+      "".join(json.dumps(e) + "\n" for e in evals))
+  result = runner.stage_ict()
+  assert result["eval"] == evals
+  assert result["module"] == str(encoded / "embedder")
+  assert result["train_secs"] == 0.0
