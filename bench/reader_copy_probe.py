@@ -43,11 +43,15 @@ from realm_tf.tokenization import Tokenizer  # noqa: E402
 MAX_MASKS = 10
 
 
+def word_range(tokenizer, vocab_limit: int):
+  """[first, end) of the ids drawn: after [PAD] [UNK] [CLS] [SEP] [MASK], below
+  `vocab_limit` (0: the whole vocabulary)."""
+  return tokenizer.mask_id + 1, vocab_limit or len(tokenizer.vocab)
+
+
 def copy_example(rng, tokenizer, args):
   """One example: (ids, mask, segments) [Q + C], (positions, targets, weights) [M]."""
-  vocab_end = args.vocab_limit or len(tokenizer.vocab)
-  first_word = tokenizer.mask_id + 1  # After [PAD] [UNK] [CLS] [SEP] [MASK].
-  passage = rng.integers(first_word, vocab_end,
+  passage = rng.integers(*word_range(tokenizer, args.vocab_limit),
                          rng.integers(args.min_passage_len, args.passage_len - 2))
   longest = min(args.query_len - 2, len(passage))
   query_len = rng.integers(min(12, longest), longest + 1)
@@ -126,7 +130,7 @@ def main():
 
   evaluate = tf.function(lambda inputs, positions: log_probs(inputs, positions, False))
   heldout = make_batch(np.random.default_rng(10_000 + args.seed), tokenizer, 256, args)
-  drawn = (args.vocab_limit or len(tokenizer.vocab)) - (tokenizer.mask_id + 1)
+  first, end = word_range(tokenizer, args.vocab_limit)
   start = time.time()
   for step in range(args.steps + 1):
     if step % args.eval_every == 0 or step == args.steps:
@@ -139,7 +143,7 @@ def main():
                             vocab_limit=args.vocab_limit,
                             heldout_accuracy=round(float(hits.sum() / weights.sum()), 4),
                             heldout_loss=round(float(nll.sum() / weights.sum()), 3),
-                            chance_loss=round(float(np.log(drawn)), 3),  # the drawn tokens, uniform
+                            chance_loss=round(float(np.log(end - first)), 3),  # uniform
                             seconds=round(time.time() - start, 1))), flush=True)
     if step == args.steps:
       break
