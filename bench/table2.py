@@ -96,6 +96,7 @@ class Scale:
   realm_learning_rate: float
   realm_export_steps: int
   realm_eval_steps: int
+  realm_reader_only_steps: int  # first REALM steps that train only the reader
   curve_questions: int  # dev questions tracked during pre-training (subset index)
   encode_batch_size: int
   dev_questions: int  # zero-shot recall and ORQA model selection
@@ -118,6 +119,7 @@ SCALES = {
         ict_eval_steps=2,
         realm_steps=6, realm_batch_size=2, num_candidates=3, max_masks=5,
         realm_learning_rate=3e-5, realm_export_steps=3, realm_eval_steps=2,
+        realm_reader_only_steps=2,
         curve_questions=16, encode_batch_size=64, dev_questions=24,
         orqa_steps=4, orqa_batch_size=2, orqa_learning_rate=3e-5, orqa_save_steps=2,
         orqa_eval_questions=0, orqa_beam=50, reader_seq_len=96,
@@ -129,6 +131,7 @@ SCALES = {
         ict_eval_steps=8,
         realm_steps=600, realm_batch_size=8, num_candidates=5, max_masks=10,
         realm_learning_rate=5e-5, realm_export_steps=100, realm_eval_steps=16,
+        realm_reader_only_steps=0,
         curve_questions=600, encode_batch_size=256, dev_questions=0,
         orqa_steps=400, orqa_batch_size=4, orqa_learning_rate=3e-5, orqa_save_steps=200,
         orqa_eval_questions=600, orqa_beam=5000, reader_seq_len=192,
@@ -142,6 +145,7 @@ SCALES = {
         ict_eval_steps=10,
         realm_steps=20000, realm_batch_size=64, num_candidates=8, max_masks=10,
         realm_learning_rate=3e-5, realm_export_steps=500, realm_eval_steps=50,
+        realm_reader_only_steps=0,
         curve_questions=1800, encode_batch_size=1024, dev_questions=0,
         orqa_steps=11000, orqa_batch_size=16, orqa_learning_rate=1e-5,
         orqa_save_steps=1000, orqa_eval_questions=0, orqa_beam=5000, reader_seq_len=288,
@@ -473,6 +477,7 @@ class Runner:
         f"--learning_rate={s.realm_learning_rate}", f"--num_train_steps={s.realm_steps}",
         f"--save_checkpoints_steps={s.realm_export_steps}",
         f"--export_steps={s.realm_export_steps}", f"--num_eval_steps={s.realm_eval_steps}",
+        f"--reader_only_steps={s.realm_reader_only_steps}",
         "--eval_shards=1", "--num_shards_per_mips_refresh=1",
         f"--retrieval_batch_size={max(8, s.realm_batch_size * 4)}",
         f"--eval_qa_path={f['curve_qa']}", "--searcher=brute_force",

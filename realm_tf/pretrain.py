@@ -109,6 +109,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
                        "activations in the backward pass (less memory, ~1/3 more compute).", **fv)
   flags.DEFINE_enum("precision", "auto", list(precision.PRECISIONS),
                     "auto: mixed_bfloat16 where the device or CPU has bf16 units.", **fv)
+  flags.DEFINE_integer("reader_only_steps", 0, "Train only the reader for this many first "
+                       "steps (the query and document towers get zero gradients; 0: the "
+                       "original).", **fv)
   flags.DEFINE_integer("micro_batches", 1, "Sequential micro-batches per replica batch "
                        "(summed gradients; the memory of one micro-batch).", **fv)
   # Distribution and refresh.
@@ -211,7 +214,8 @@ def config_from_flags(fv, sample: bool, vocab_path: str) -> RealmConfig:
       save_checkpoints_steps=value("save_checkpoints_steps"),
       keep_checkpoint_max=fv.keep_checkpoint_max, seed=fv.seed,
       recompute_activations=fv.recompute_activations, precision=fv.precision,
-      jit_compile=fv.jit_compile, micro_batches=fv.micro_batches)
+      jit_compile=fv.jit_compile, micro_batches=fv.micro_batches,
+      reader_only_steps=fv.reader_only_steps)
 
 
 def job_from_flags(fv=None) -> pretraining.PretrainJob:

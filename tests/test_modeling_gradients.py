@@ -3,6 +3,7 @@
 import realm_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from realm_tf.modeling import optimizer as optimizer_lib
@@ -81,3 +82,31 @@ def test_frozen_document_tower_gets_no_gradient_and_no_update():
     np.testing.assert_array_equal(a, v.numpy())
   assert any(not np.array_equal(a, v.numpy())
              for a, v in zip(before_query, model.query_embedder.weights))
+
+
+
+def test_reader_only_steps_hold_both_towers_then_train_them():
+  config = modeling_testing.tiny_realm_config(share_embedders=False, reader_only_steps=2)
+  model = RealmModel(config).build_variables()
+  features = modeling_testing.random_features(config, 3, seed=4)
+  parts = dict(query=model.query_embedder, document=model.document_embedder,
+               reader=model.reader)
+  # Without weight decay the held towers must not move at all.
+  step = realm_steps.make_train_step(
+      model, optimizer_lib.BertAdamWeightDecay(learning_rate=1e-3, weight_decay_rate=0.0))
+
+  def moved():
+    before = {name: [v.numpy() for v in part.weights] for name, part in parts.items()}
+    step(features)
+    return {name: any(not np.array_equal(a, v.numpy())
+                      for a, v in zip(before[name], part.weights))
+            for name, part in parts.items()}
+
+  for _ in range(2):  # steps 0 and 1
+    assert moved() == dict(query=False, document=False, reader=True)
+  assert moved() == dict(query=True, document=True, reader=True)  # step 2
+
+
+def test_reader_only_steps_must_not_be_negative():
+  with pytest.raises(ValueError, match="reader_only_steps"):
+    modeling_testing.tiny_realm_config(reader_only_steps=-1)

@@ -162,7 +162,7 @@ def _pretrain_config(vocab_path, **flag_values):
   values = dict(share_embedders=True, separate_candidate_segments=True,
                 do_lower_case=True, keep_checkpoint_max=5, seed=0,
                 recompute_activations=False, precision="auto", jit_compile=None,
-                micro_batches=1,
+                micro_batches=1, reader_only_steps=0,
                 query_seq_len=8, candidate_seq_len=12, num_candidates=3, max_masks=2,
                 num_train_steps=10, vocab_path=vocab_path)
   values.update(flag_values)

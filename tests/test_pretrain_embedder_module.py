@@ -68,7 +68,7 @@ def _config(**flag_values):
   values = dict(share_embedders=True, separate_candidate_segments=True,
                 do_lower_case=True, keep_checkpoint_max=5, seed=0,
                 recompute_activations=False, precision="auto", jit_compile=None,
-                micro_batches=1,
+                micro_batches=1, reader_only_steps=0,
                 query_seq_len=QUERY_SEQ_LEN, candidate_seq_len=12, num_candidates=3,
                 max_masks=2, num_train_steps=10, bert_preset="tiny", dropout_rate=0.0,
                 vocab_path=sample_data.VOCAB_PATH)

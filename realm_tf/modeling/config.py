@@ -154,6 +154,13 @@ class RealmConfig:
   num_warmup_steps (None: the original's `min(10000, max(100, num_train_steps // 10))`),
   weight_decay_rate, adam_beta_1, adam_beta_2, adam_epsilon, clip_norm.
 
+  reader_only_steps: for the first N training steps the query and document towers get
+  zero gradients, so only the reader learns (the towers move only by the optimizer's
+  decoupled weight decay, a factor 1 - 0.01 * lr per step); 0, the original, trains
+  everything from step 0. A reader without a trained MLM head (e.g. a sentence
+  encoder's weights) first learns to read the retrieved documents, so the towers do not
+  follow the retrieval gradient of a reader that cannot yet use them.
+
   Loop: batch_size and eval_batch_size are *global* batch sizes; the remaining
   fields keep the original's flag names and defaults; seed seeds initialization and
   example generation (the original's `tf_random_seed`).
@@ -192,6 +199,7 @@ class RealmConfig:
   adam_beta_2: float = 0.999
   adam_epsilon: float = 1e-6
   clip_norm: float = 1.0
+  reader_only_steps: int = 0
   # Loop.
   batch_size: int = 16
   eval_batch_size: int = 16
@@ -224,6 +232,8 @@ class RealmConfig:
                        f"max_position_embeddings ({self.embedder.max_position_embeddings}).")
     if self.num_train_steps < 1:
       raise ValueError(f"num_train_steps must be positive, got {self.num_train_steps}.")
+    if self.reader_only_steps < 0:
+      raise ValueError(f"reader_only_steps must be >= 0, got {self.reader_only_steps}.")
     precision_lib.check_precision(self.precision)
     if self.micro_batches < 1 or self.batch_size % self.micro_batches:
       raise ValueError(f"micro_batches={self.micro_batches} must be positive and divide "

@@ -19,6 +19,9 @@ iterations), their gradients summed before the one optimizer update: the same gr
 as the whole batch (each micro-batch is normalized by the whole batch's counts) with the
 activation memory of one micro-batch.
 
+During the first `RealmConfig.reader_only_steps` steps the towers' gradients are zero, so
+only the reader trains.
+
 `make_eval_step(model, strategy)` returns the global batch's sums (negative
 log-likelihoods, correct predictions, masked tokens, ...) of the marginal prediction and
 of the null document alone; `eval_metrics` turns sums added over batches into the
@@ -116,6 +119,16 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
     grads = iter(grads)
     return scalars, [next(grads) if u else None for u in used]
 
+  reader_only_steps = getattr(model.config, "reader_only_steps", 0)
+  towers = {v.ref() for v in (model.query_embedder.trainable_variables +
+                              model.document_embedder.trainable_variables)}
+
+  def hold_towers(grads):
+    """Zero gradients for the query and document towers while only the reader trains."""
+    trains = tf.cast(optimizer.iterations >= reader_only_steps, tf.float32)
+    return [g * tf.cast(trains, g.dtype) if g is not None and v.ref() in towers else g
+            for g, v in zip(grads, model.trainable_variables)]
+
   def replica_step(features):
     num_masks, num_examples = _normalizers(features)
     now = tf.timestamp()  # Outside XLA: tf.timestamp cannot be compiled.
@@ -123,6 +136,8 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
       scalars, grads = forward_backward(features, num_masks, num_examples, now)
     else:
       scalars, grads = accumulated(features, num_masks, num_examples, now)
+    if reader_only_steps:
+      grads = hold_towers(grads)
     # Variables the loss does not reach (the reader's pooler) have no gradient.
     optimizer.apply_gradients(
         [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
