@@ -75,6 +75,8 @@ def test_held_out_eval_from_step_0_zero_shot_recall_and_resume(setup, tmp_path):
   records = eval_results.read(model_dir)
   # The untrained tower is evaluated first: the baseline every later number is read against.
   assert [r["global_step"] for r in records] == [0, 2, 4]
+  state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+  assert [p.rsplit("-", 1)[1] for p in state.all_model_checkpoint_paths] == ["0", "2", "4"]
   for record in records:
     assert 0.0 <= record["accuracy"] <= 1.0 and np.isfinite(record["loss"])
     recalls = [record[f"recall@{k}"] for k in (1, 5, 20)]

@@ -37,6 +37,11 @@ def _trainer(model_dir, corpora, steps):
   return trainer, tokenizer, featurizer, retrieval
 
 
+def _checkpoint_steps(model_dir):
+  state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+  return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
+
+
 def test_resume_restores_step_and_optimizer_slots(tmp_path):
   model_dir = str(tmp_path / "model")
   corpora = sample_setup.prepare_sample_corpora(model_dir)
@@ -47,6 +52,8 @@ def test_resume_restores_step_and_optimizer_slots(tmp_path):
   trainer.train_stream.initial_embedder = trainer.eval_stream.initial_embedder = initial
   trainer.train()
   assert trainer.step == 4
+  # The starting model is checkpoint 0; the rest fall on multiples of the interval.
+  assert _checkpoint_steps(model_dir) == [0, 2, 4]
   slots = {v.name: v.numpy() for v in trainer.optimizer.variables()}
   weights = [v.numpy() for v in trainer.model.trainable_variables]
   # The final export evaluated and recorded the best retrieval_utility on disk.

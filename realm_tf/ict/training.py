@@ -238,6 +238,10 @@ def train(embedder, tokenizer: Tokenizer, config: IctConfig, model_dir: str,
       checkpoint_manager=manager, summary_dir=os.path.join(logs, "train"),
       eval_summary_dir=os.path.join(logs, "eval"), eval_actions=[record])
   step = int(optimizer.iterations.numpy())
+  if step == 0 and not manager.latest_checkpoint:
+    # As the original's Estimator: the initial tower is checkpoint 0, so later
+    # checkpoints fall on multiples of eval_every_steps.
+    manager.save(checkpoint_number=0, check_interval=False)
   if step == 0 and not any(r["global_step"] == 0 for r in eval_results.read(model_dir)):
     controller.evaluate(steps=config.num_eval_steps)  # the untrained tower: the baseline
   if step >= config.num_train_steps:

@@ -284,7 +284,12 @@ class Trainer:
   def train(self) -> None:
     """Trains to `config.num_train_steps`, exporting and evaluating every `export_steps`."""
     num_steps = self.config.num_train_steps
-    if self.step == 0 and self.num_eval_steps:
+    if self.step == 0 and self.chief and not self.manager.latest_checkpoint:
+      # As the original's Estimator: the (warm-started) model is checkpoint 0, so later
+      # checkpoints fall on multiples of save_checkpoints_steps.
+      self.manager.save(checkpoint_number=0, check_interval=False)
+    if self.step == 0 and self.num_eval_steps and not any(
+        r["global_step"] == 0 for r in eval_results.read(self.model_dir)):
       self.evaluate()  # the starting point (e.g. the ICT warm start) of the learning curve
     exported = False
     while self.step < num_steps:
