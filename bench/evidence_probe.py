@@ -1,0 +1,111 @@
+r"""Probe: how often do REALM's retrieved passages hold what the masked span needs?
+
+REALM's retriever learns only from masked spans that a retrieved passage can help
+predict. This probe generates a REALM run's evaluation examples with a given index (an
+embedder export with its `encoded/` block embeddings) and counts, per masked span (a run
+of consecutive masked positions), whether its exact wordpieces appear contiguously in one
+of the N - 1 retrieved passages (the originating passage is excluded by generation, as in
+the original). For chance, the same count against the passages retrieved for another
+example of the batch.
+
+  python bench/evidence_probe.py --model_dir=RUN \
+      --pretrain_corpus_path='DIR/pretrain-*' --retrieval_corpus_path='DIR/blocks-*' \
+      --embedder_module=RUN/export/encoded/TS/embedder [--batches=16]
+
+Prints one JSON line: `spans`, `evidence_rate` (spans found in a retrieved passage),
+`chance_rate` (found in another example's passages), `examples_with_evidence` (examples
+with at least one span found).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import realm_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
+
+from realm_tf.featurization.featurizer import Featurizer  # noqa: E402
+from realm_tf.generation.stream import ExampleStream, split_shards  # noqa: E402
+from realm_tf.modeling.config import RealmConfig  # noqa: E402
+from realm_tf.modeling.embedder import unpack_inputs  # noqa: E402
+from realm_tf.retrieval import corpus_reader  # noqa: E402
+
+
+def masked_spans(positions, targets, mask):
+  """The target wordpiece sequences of runs of consecutive masked positions."""
+  spans, current, last = [], [], None
+  for position, target, real in zip(positions, targets, mask):
+    if not real:
+      continue
+    if last is not None and position != last + 1:
+      spans.append(current)
+      current = []
+    current.append(int(target))
+    last = position
+  return spans + ([current] if current else [])
+
+
+def contains(row, span) -> bool:
+  """Whether `span` occurs contiguously in the token row."""
+  n = len(span)
+  return any(list(row[i:i + n]) == span for i in range(len(row) - n + 1))
+
+
+def batch_counts(features):
+  """(spans, found, found by chance, examples, examples with evidence) of one batch."""
+  candidates = np.asarray(unpack_inputs(features["candidate_inputs"])[
+      "input_word_ids"])  # [B, N, C]
+  positions = np.asarray(features["mlm_positions"])  # [B, M]
+  targets = np.asarray(features["mlm_targets"])  # [B, M]
+  mask = np.asarray(features["mlm_mask"])  # [B, M]
+  batch = candidates.shape[0]
+  spans = found = chance = with_evidence = 0
+  for b in range(batch):
+    other = candidates[(b + 1) % batch]
+    hits = 0
+    for span in masked_spans(positions[b], targets[b], mask[b]):
+      spans += 1
+      hit = any(contains(row, span) for row in candidates[b, 1:])  # 0 is the null document
+      hits += hit
+      chance += any(contains(row, span) for row in other[1:])
+    found += hits
+    with_evidence += hits > 0
+  return spans, found, chance, batch, with_evidence
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model_dir", required=True, help="A pre-training run (config.json).")
+  parser.add_argument("--pretrain_corpus_path", required=True)
+  parser.add_argument("--retrieval_corpus_path", required=True)
+  parser.add_argument("--embedder_module", required=True,
+                      help="Embedder export whose encoded/ index retrieves the passages.")
+  parser.add_argument("--eval_shards", type=int, default=1)
+  parser.add_argument("--batches", type=int, default=16)
+  args = parser.parse_args()
+  config = RealmConfig.load(os.path.join(args.model_dir, "config.json"))
+  featurizer = Featurizer.from_config(config)
+  eval_paths, _ = split_shards(corpus_reader.list_shards(args.pretrain_corpus_path),
+                               args.eval_shards)
+  with tempfile.TemporaryDirectory() as scratch:  # no committed indexes: use the module's
+    stream = ExampleStream(scratch, eval_paths,
+                           corpus_reader.list_shards(args.retrieval_corpus_path),
+                           featurizer, config.eval_batch_size,
+                           initial_embedder=args.embedder_module, training=False,
+                           seed=config.seed or 0)
+    totals = np.zeros(5, np.int64)
+    for features in stream.dataset().take(args.batches):
+      totals += batch_counts(features)
+  spans, found, chance, examples, with_evidence = (int(t) for t in totals)
+  print(json.dumps(dict(embedder_module=args.embedder_module, examples=examples,
+                        spans=spans, evidence_rate=found / max(spans, 1),
+                        chance_rate=chance / max(spans, 1),
+                        examples_with_evidence=with_evidence / max(examples, 1))), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,47 @@
+"""bench/evidence_probe.py: masked spans and whether retrieved passages hold them."""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, REPO_ROOT)
+from bench import evidence_probe  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_masked_spans_are_runs_of_consecutive_real_positions():
+  positions = [3, 4, 9, 10, 11, 20, 0]
+  targets = [7, 8, 5, 6, 7, 9, 0]
+  mask = [1, 1, 1, 1, 1, 1, 0]
+  assert evidence_probe.masked_spans(positions, targets, mask) == [[7, 8], [5, 6, 7], [9]]
+  assert evidence_probe.masked_spans([0, 0], [0, 0], [0, 0]) == []
+
+
+def test_contains_needs_the_whole_span_in_order():
+  row = np.array([101, 7, 8, 9, 102, 0])
+  assert evidence_probe.contains(row, [7, 8])
+  assert evidence_probe.contains(row, [9, 102])
+  assert not evidence_probe.contains(row, [8, 7])
+  assert not evidence_probe.contains(row, [7, 9])
+
+
+def _inputs(ids):
+  ids = tf.constant(ids, tf.int32)
+  return dict(input_word_ids=ids, input_mask=tf.cast(ids > 0, tf.int32),
+              input_type_ids=tf.zeros_like(ids))
+
+
+def test_batch_counts_skip_the_null_document_and_compare_with_chance():
+  # [B=2, N=3, C=4]; candidate 0 (the null document) would match but is not counted.
+  candidates = [[[101, 5, 6, 102], [101, 1, 2, 102], [101, 5, 6, 102]],
+                [[101, 7, 102, 0], [101, 3, 4, 102], [101, 8, 8, 102]]]
+  features = dict(candidate_inputs=_inputs(candidates),
+                  mlm_positions=tf.constant([[2, 3, 7], [4, 0, 0]]),
+                  mlm_targets=tf.constant([[5, 6, 3], [7, 0, 0]]),
+                  mlm_mask=tf.constant([[1, 1, 1], [1, 0, 0]]))
+  spans, found, chance, examples, with_evidence = evidence_probe.batch_counts(features)
+  # Example 0: [5, 6] is in its candidate 2; [3] only in example 1's candidates (chance).
+  # Example 1: [7] is only in its own null document.
+  assert (spans, found, chance, examples, with_evidence) == (3, 1, 1, 2, 1)
