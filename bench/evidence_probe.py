@@ -14,7 +14,9 @@ example of the batch.
 
 Prints one JSON line: `spans`, `evidence_rate` (spans found in a retrieved passage),
 `chance_rate` (found in another example's passages), `examples_with_evidence` (examples
-with at least one span found).
+with at least one span found). With `--count_in_corpus`, also how often the spans recur
+in the retrieval corpus (whole block bodies, untruncated): `in_another_passage` (spans in
+at least two blocks, the originating one and another) and `median_passages`.
 """
 
 import argparse
@@ -27,12 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import realm_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
+import tensorflow as tf  # noqa: E402
 
 from realm_tf.featurization.featurizer import Featurizer  # noqa: E402
 from realm_tf.generation.stream import ExampleStream, split_shards  # noqa: E402
 from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling.embedder import unpack_inputs  # noqa: E402
-from realm_tf.retrieval import corpus_reader  # noqa: E402
+from realm_tf.retrieval import answer_recall, corpus_reader  # noqa: E402
 
 
 def masked_spans(positions, targets, mask):
@@ -77,6 +80,18 @@ def batch_counts(features):
   return spans, found, chance, batch, with_evidence
 
 
+def passages_holding(spans, block_texts, tokenizer, batch_size: int = 4096) -> np.ndarray:
+  """For each span, the number of block bodies whose wordpieces contain it."""
+  keys = [f" {' '.join(map(str, span))} " for span in spans]
+  counts = np.zeros(len(spans), np.int64)
+  for start in range(0, len(block_texts), batch_size):
+    rows = tokenizer.tokenize_ids(tf.constant(block_texts[start:start + batch_size]))
+    for row in rows.to_list():
+      text = f" {' '.join(map(str, row))} "
+      counts += [key in text for key in keys]
+  return counts
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model_dir", required=True, help="A pre-training run (config.json).")
@@ -86,6 +101,8 @@ def main() -> None:
                       help="Embedder export whose encoded/ index retrieves the passages.")
   parser.add_argument("--eval_shards", type=int, default=1)
   parser.add_argument("--batches", type=int, default=16)
+  parser.add_argument("--count_in_corpus", action="store_true",
+                      help="Also count the retrieval-corpus blocks holding each span.")
   args = parser.parse_args()
   config = RealmConfig.load(os.path.join(args.model_dir, "config.json"))
   featurizer = Featurizer.from_config(config)
@@ -97,14 +114,22 @@ def main() -> None:
                            featurizer, config.eval_batch_size,
                            initial_embedder=args.embedder_module, training=False,
                            seed=config.seed or 0)
-    totals = np.zeros(5, np.int64)
+    totals, all_spans = np.zeros(5, np.int64), []
     for features in stream.dataset().take(args.batches):
       totals += batch_counts(features)
+      all_spans += [span for b in range(features["mlm_mask"].shape[0])
+                    for span in masked_spans(*(np.asarray(features[k][b]) for k in (
+                        "mlm_positions", "mlm_targets", "mlm_mask")))]
   spans, found, chance, examples, with_evidence = (int(t) for t in totals)
-  print(json.dumps(dict(embedder_module=args.embedder_module, examples=examples,
-                        spans=spans, evidence_rate=found / max(spans, 1),
-                        chance_rate=chance / max(spans, 1),
-                        examples_with_evidence=with_evidence / max(examples, 1))), flush=True)
+  result = dict(embedder_module=args.embedder_module, examples=examples, spans=spans,
+                evidence_rate=found / max(spans, 1), chance_rate=chance / max(spans, 1),
+                examples_with_evidence=with_evidence / max(examples, 1))
+  if args.count_in_corpus:
+    counts = passages_holding(all_spans, answer_recall.load_block_texts(
+        corpus_reader.list_shards(args.retrieval_corpus_path)), featurizer.tokenizer)
+    result.update(in_another_passage=float(np.mean(counts >= 2)),
+                  median_passages=float(np.median(counts)))
+  print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -45,3 +45,17 @@ def test_batch_counts_skip_the_null_document_and_compare_with_chance():
   # Example 0: [5, 6] is in its candidate 2; [3] only in example 1's candidates (chance).
   # Example 1: [7] is only in its own null document.
   assert (spans, found, chance, examples, with_evidence) == (3, 1, 1, 2, 1)
+
+
+def test_passages_holding_counts_whole_wordpiece_runs():
+  class Tokenizer:  # whitespace "wordpieces" with ids = their integer values
+    @staticmethod
+    def tokenize_ids(texts):
+      return tf.ragged.constant([[int(w) for w in t.decode().split()] for t in
+                                 texts.numpy()], dtype=tf.int32)
+
+  counts = evidence_probe.passages_holding([[12, 3], [3], [1, 2]],
+                                           ["12 3 4", "1 2 3", "123", "4 12 3"],
+                                           Tokenizer(), batch_size=3)
+  # [12, 3] twice; [3] in three blocks (never inside "123"); [1, 2] once.
+  assert counts.tolist() == [2, 3, 1]
