@@ -159,7 +159,8 @@ class RealmConfig:
   decoupled weight decay, a factor 1 - 0.01 * lr per step); 0, the original, trains
   everything from step 0. A reader without a trained MLM head (e.g. a sentence
   encoder's weights) first learns to read the retrieved documents, so the towers do not
-  follow the retrieval gradient of a reader that cannot yet use them.
+  follow the retrieval gradient of a reader that cannot yet use them (docs/BENCHMARKS.md
+  has a run where that alone did not keep the retriever from degrading).
 
   Loop: batch_size and eval_batch_size are *global* batch sizes; the remaining
   fields keep the original's flag names and defaults; seed seeds initialization and

@@ -125,7 +125,7 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
 
   def hold_towers(grads):
     """Zero gradients for the query and document towers while only the reader trains."""
-    trains = tf.cast(optimizer.iterations >= reader_only_steps, tf.float32)
+    trains = optimizer.iterations >= reader_only_steps
     return [g * tf.cast(trains, g.dtype) if g is not None and v.ref() in towers else g
             for g, v in zip(grads, model.trainable_variables)]
 
