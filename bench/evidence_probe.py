@@ -59,25 +59,27 @@ def contains(row, span) -> bool:
 
 
 def batch_counts(features):
-  """(spans, found, found by chance, examples, examples with evidence) of one batch."""
+  """(spans, found, found by chance, examples, examples with evidence) of one batch, and
+  the batch's masked spans."""
   candidates = np.asarray(unpack_inputs(features["candidate_inputs"])[
       "input_word_ids"])  # [B, N, C]
   positions = np.asarray(features["mlm_positions"])  # [B, M]
   targets = np.asarray(features["mlm_targets"])  # [B, M]
   mask = np.asarray(features["mlm_mask"])  # [B, M]
   batch = candidates.shape[0]
-  spans = found = chance = with_evidence = 0
+  found = chance = with_evidence = 0
+  all_spans = []
   for b in range(batch):
     other = candidates[(b + 1) % batch]
     hits = 0
     for span in masked_spans(positions[b], targets[b], mask[b]):
-      spans += 1
+      all_spans.append(span)
       hit = any(contains(row, span) for row in candidates[b, 1:])  # 0 is the null document
       hits += hit
       chance += any(contains(row, span) for row in other[1:])
     found += hits
     with_evidence += hits > 0
-  return spans, found, chance, batch, with_evidence
+  return (len(all_spans), found, chance, batch, with_evidence), all_spans
 
 
 def passages_holding(spans, block_texts, tokenizer, batch_size: int = 4096) -> np.ndarray:
@@ -108,25 +110,23 @@ def main() -> None:
   featurizer = Featurizer.from_config(config)
   eval_paths, _ = split_shards(corpus_reader.list_shards(args.pretrain_corpus_path),
                                args.eval_shards)
+  retrieval_paths = corpus_reader.list_shards(args.retrieval_corpus_path)
   with tempfile.TemporaryDirectory() as scratch:  # no committed indexes: use the module's
-    stream = ExampleStream(scratch, eval_paths,
-                           corpus_reader.list_shards(args.retrieval_corpus_path),
-                           featurizer, config.eval_batch_size,
-                           initial_embedder=args.embedder_module, training=False,
-                           seed=config.seed or 0)
+    stream = ExampleStream(scratch, eval_paths, retrieval_paths, featurizer,
+                           config.eval_batch_size, initial_embedder=args.embedder_module,
+                           training=False, seed=config.seed or 0)
     totals, all_spans = np.zeros(5, np.int64), []
     for features in stream.dataset().take(args.batches):
-      totals += batch_counts(features)
-      all_spans += [span for b in range(features["mlm_mask"].shape[0])
-                    for span in masked_spans(*(np.asarray(features[k][b]) for k in (
-                        "mlm_positions", "mlm_targets", "mlm_mask")))]
+      counts, batch_spans = batch_counts(features)
+      totals += counts
+      all_spans += batch_spans
   spans, found, chance, examples, with_evidence = (int(t) for t in totals)
   result = dict(embedder_module=args.embedder_module, examples=examples, spans=spans,
                 evidence_rate=found / max(spans, 1), chance_rate=chance / max(spans, 1),
                 examples_with_evidence=with_evidence / max(examples, 1))
   if args.count_in_corpus:
-    counts = passages_holding(all_spans, answer_recall.load_block_texts(
-        corpus_reader.list_shards(args.retrieval_corpus_path)), featurizer.tokenizer)
+    counts = passages_holding(all_spans, answer_recall.load_block_texts(retrieval_paths),
+                              featurizer.tokenizer)
     result.update(in_another_passage=float(np.mean(counts >= 2)),
                   median_passages=float(np.median(counts)))
   print(json.dumps(result), flush=True)

@@ -41,7 +41,9 @@ def test_batch_counts_skip_the_null_document_and_compare_with_chance():
                   mlm_positions=tf.constant([[2, 3, 7], [4, 0, 0]]),
                   mlm_targets=tf.constant([[5, 6, 3], [7, 0, 0]]),
                   mlm_mask=tf.constant([[1, 1, 1], [1, 0, 0]]))
-  spans, found, chance, examples, with_evidence = evidence_probe.batch_counts(features)
+  counts, spans_found = evidence_probe.batch_counts(features)
+  spans, found, chance, examples, with_evidence = counts
+  assert spans_found == [[5, 6], [3], [7]]
   # Example 0: [5, 6] is in its candidate 2; [3] only in example 1's candidates (chance).
   # Example 1: [7] is only in its own null document.
   assert (spans, found, chance, examples, with_evidence) == (3, 1, 1, 2, 1)
