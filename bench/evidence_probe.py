@@ -6,15 +6,15 @@ embedder export with its `encoded/` block embeddings) and counts, per masked spa
 of consecutive masked positions), whether its exact wordpieces appear contiguously in one
 of the N - 1 retrieved passages (the originating passage is excluded by generation, as in
 the original). For chance, the same count against the passages retrieved for another
-example of the batch.
+example of the batch. These are the `evidence_rate` and `evidence_chance` of pre-training's
+own evaluation (`realm_tf/modeling/evidence.py`), here for any index.
 
   python bench/evidence_probe.py --model_dir=RUN \
       --pretrain_corpus_path='DIR/pretrain-*' --retrieval_corpus_path='DIR/blocks-*' \
       --embedder_module=RUN/export/encoded/TS/embedder [--batches=16]
 
 Prints one JSON line: `spans`, `evidence_rate` (spans found in a retrieved passage),
-`chance_rate` (found in another example's passages), `examples_with_evidence` (examples
-with at least one span found). With `--count_in_corpus`, also how often the spans recur
+`chance_rate` (found in another example's passages). With `--count_in_corpus`, also how often the spans recur
 in the retrieval corpus (whole block bodies, untruncated): `in_another_passage` (spans in
 at least two blocks, the originating one and another) and `median_passages`.
 """
@@ -35,6 +35,7 @@ from realm_tf.featurization.featurizer import Featurizer  # noqa: E402
 from realm_tf.generation.stream import ExampleStream, split_shards  # noqa: E402
 from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling.embedder import unpack_inputs  # noqa: E402
+from realm_tf.modeling.evidence import masked_span_evidence  # noqa: E402
 from realm_tf.retrieval import answer_recall, corpus_reader  # noqa: E402
 
 
@@ -52,34 +53,15 @@ def masked_spans(positions, targets, mask):
   return spans + ([current] if current else [])
 
 
-def contains(row, span) -> bool:
-  """Whether `span` occurs contiguously in the token row."""
-  n = len(span)
-  return any(list(row[i:i + n]) == span for i in range(len(row) - n + 1))
-
-
 def batch_counts(features):
-  """(spans, found, found by chance, examples, examples with evidence) of one batch, and
-  the batch's masked spans."""
-  candidates = np.asarray(unpack_inputs(features["candidate_inputs"])[
-      "input_word_ids"])  # [B, N, C]
-  positions = np.asarray(features["mlm_positions"])  # [B, M]
-  targets = np.asarray(features["mlm_targets"])  # [B, M]
-  mask = np.asarray(features["mlm_mask"])  # [B, M]
-  batch = candidates.shape[0]
-  found = chance = with_evidence = 0
-  all_spans = []
-  for b in range(batch):
-    other = candidates[(b + 1) % batch]
-    hits = 0
-    for span in masked_spans(positions[b], targets[b], mask[b]):
-      all_spans.append(span)
-      hit = any(contains(row, span) for row in candidates[b, 1:])  # 0 is the null document
-      hits += hit
-      chance += any(contains(row, span) for row in other[1:])
-    found += hits
-    with_evidence += hits > 0
-  return (len(all_spans), found, chance, batch, with_evidence), all_spans
+  """(spans, found, found by chance) of one batch (`masked_span_evidence`), and the
+  batch's masked spans."""
+  counts = masked_span_evidence(
+      unpack_inputs(features["candidate_inputs"])["input_word_ids"],
+      features["mlm_positions"], features["mlm_targets"], features["mlm_mask"])
+  spans = [span for row in zip(*(np.asarray(features[k]) for k in (
+      "mlm_positions", "mlm_targets", "mlm_mask"))) for span in masked_spans(*row)]
+  return tuple(int(counts[k]) for k in ("spans", "evidence", "evidence_chance")), spans
 
 
 def passages_holding(spans, block_texts, tokenizer, batch_size: int = 4096) -> np.ndarray:
@@ -115,15 +97,14 @@ def main() -> None:
     stream = ExampleStream(scratch, eval_paths, retrieval_paths, featurizer,
                            config.eval_batch_size, initial_embedder=args.embedder_module,
                            training=False, seed=config.seed or 0)
-    totals, all_spans = np.zeros(5, np.int64), []
+    totals, all_spans = np.zeros(3, np.int64), []
     for features in stream.dataset().take(args.batches):
       counts, batch_spans = batch_counts(features)
       totals += counts
       all_spans += batch_spans
-  spans, found, chance, examples, with_evidence = (int(t) for t in totals)
-  result = dict(embedder_module=args.embedder_module, examples=examples, spans=spans,
-                evidence_rate=found / max(spans, 1), chance_rate=chance / max(spans, 1),
-                examples_with_evidence=with_evidence / max(examples, 1))
+  spans, found, chance = (int(t) for t in totals)
+  result = dict(embedder_module=args.embedder_module, spans=spans,
+                evidence_rate=found / max(spans, 1), chance_rate=chance / max(spans, 1))
   if args.count_in_corpus:
     counts = passages_holding(all_spans, answer_recall.load_block_texts(retrieval_paths),
                               featurizer.tokenizer)

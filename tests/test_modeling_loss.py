@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tests import modeling_testing
 from realm_tf.modeling import realm_steps
+from realm_tf.modeling.evidence import masked_span_evidence
 from realm_tf.modeling.realm_model import (RealmModel, gold_log_probs_from_logits,
                                            off_policy_delay_mins, realm_objective)
 
@@ -159,6 +160,12 @@ def test_eval_metrics_match_the_model_outputs(tiny_model):
   assert 0.0 < null_mass < 1.0
   assert metrics["null_document_mass"] == pytest.approx(null_mass, rel=1e-5)
   assert metrics["eval_examples"] == 4
+  evidence = masked_span_evidence(features["candidate_inputs"].token_ids,
+                                  features["mlm_positions"], features["mlm_targets"],
+                                  features["mlm_mask"])
+  assert float(evidence["spans"]) > 0
+  assert metrics["evidence_rate"] == float(evidence["evidence"] / evidence["spans"])
+  assert metrics["evidence_chance"] == float(evidence["evidence_chance"] / evidence["spans"])
 
 
 def test_dropout_only_in_training(tiny_model):

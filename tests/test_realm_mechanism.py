@@ -16,8 +16,11 @@ MARGIN = 0.15
 def test_realm_training_raises_held_out_evidence_recall(seed):
   result = realm_miniature.Miniature(seed).run()
   start, end = result["start"], result["end"]
-  # The retriever starts from a partial ICT warm start, with room to improve.
-  assert 0.1 <= start["held_out"] <= 1.0 - MARGIN, result
+  # The retriever starts from a partial ICT warm start (it reached the target recall on
+  # the training questions; held-out starts ranged 0.11-0.58 over reruns of seed 2),
+  # with room to improve.
+  assert start["train"] >= realm_miniature.MiniatureSettings().ict_target, result
+  assert start["held_out"] <= 1.0 - MARGIN, result
   assert end["held_out"] >= start["held_out"] + MARGIN, result
   assert end["train"] >= start["train"] + MARGIN, result
   # What retrieval buys the frozen reader, in nats per masked token.

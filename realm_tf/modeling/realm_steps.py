@@ -32,6 +32,8 @@ from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
+from realm_tf.modeling.embedder import unpack_inputs
+from realm_tf.modeling.evidence import masked_span_evidence
 from realm_tf.modeling.realm_model import RealmModel
 
 METRIC_KEYS = ("loss", "retrieval_utility", "off_policy_delay_mins")
@@ -153,7 +155,7 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
 
 
 EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "null_mass", "delay",
-             "examples")
+             "examples", "spans", "evidence", "evidence_chance")
 
 
 def make_eval_step(model: RealmModel,
@@ -165,7 +167,9 @@ def make_eval_step(model: RealmModel,
   negative log-likelihood of the masked tokens; `correct` / `null_correct` count the
   masked tokens whose argmax prediction is right, the marginal one being
   sum_z p(z|x) p(y|z,x) over the vocabulary; `null_mass` sums the examples' retrieval
-  probability of the null document; `delay` sums the examples' index staleness in minutes.
+  probability of the null document; `delay` sums the examples' index staleness in minutes;
+  `spans`, `evidence` and `evidence_chance` count the masked spans and those found
+  verbatim in a retrieved candidate, and by chance (`evidence.masked_span_evidence`).
   """
   strategy = strategy or tf.distribute.get_strategy()
 
@@ -188,7 +192,10 @@ def make_eval_step(model: RealmModel,
                 null_correct=tf.reduce_sum(null_hits * mask), masks=tf.reduce_sum(mask),
                 null_mass=tf.reduce_sum(tf.exp(out["candidate_log_probs"][:, 0])),
                 delay=tf.reduce_sum(delays),
-                examples=tf.cast(tf.shape(mask)[0], tf.float64))
+                examples=tf.cast(tf.shape(mask)[0], tf.float64),
+                **masked_span_evidence(
+                    unpack_inputs(features["candidate_inputs"])["input_word_ids"],
+                    features["mlm_positions"], features["mlm_targets"], features["mlm_mask"]))
     return {k: tf.cast(v, tf.float64) for k, v in sums.items()}
 
   @tf.function
@@ -206,13 +213,19 @@ def eval_metrics(totals: Dict[str, float]) -> Dict[str, float]:
   null document alone (what the reader knows without retrieval), `retrieval_utility`
   (their log-likelihood difference), `null_document_mass` (the mean retrieval probability
   of the null document: at 0 or 1 the retrieval softmax has saturated and the retriever
-  no longer learns), `off_policy_delay_mins` and `eval_examples`."""
+  no longer learns), `evidence_rate` and `evidence_chance` (the share of masked spans found
+  verbatim in one of their retrieved candidates, and in another example's: REALM's
+  retriever has something to learn from only where the first exceeds the second),
+  `off_policy_delay_mins` and `eval_examples`."""
   masks = max(float(totals["masks"]), 1.0)
   examples = max(float(totals["examples"]), 1.0)
+  spans = max(float(totals["spans"]), 1.0)
   return dict(loss=float(totals["nll"]) / masks, null_loss=float(totals["null_nll"]) / masks,
               retrieval_utility=float(totals["null_nll"] - totals["nll"]) / masks,
               mlm_accuracy=float(totals["correct"]) / masks,
               null_mlm_accuracy=float(totals["null_correct"]) / masks,
               null_document_mass=float(totals["null_mass"]) / examples,
+              evidence_rate=float(totals["evidence"]) / spans,
+              evidence_chance=float(totals["evidence_chance"]) / spans,
               off_policy_delay_mins=float(totals["delay"]) / examples,
               eval_examples=float(totals["examples"]))

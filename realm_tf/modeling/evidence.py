@@ -1,0 +1,66 @@
+"""Whether REALM's retrieved candidates hold what a masked span needs, in-graph.
+
+REALM's retriever learns only from masked spans that a retrieved document helps predict
+(the originating document is never a candidate). The cheapest proxy is verbatim
+evidence: a masked span (a run of consecutive masked positions) whose wordpieces occur
+contiguously in one of the example's retrieved candidates. Against it, chance: the same
+count against the candidates retrieved for another example of the batch. When the two
+are equal, the posterior over candidates differs from the prior only by noise and the
+retriever has nothing to learn from; a retriever that learns raises the first above
+the second.
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+
+
+def _found(candidate_ids, targets, continues):
+  """bool [B, M]: for each masked token, whether the span up to it occurs contiguously in
+  one of the candidates. candidate_ids [B, N, C], targets [B, M], continues [B, M]."""
+  found, match = [], None
+  for j in range(targets.shape[1]):
+    equal = tf.equal(candidate_ids, targets[:, j, None, None])  # [B, N, C]
+    if match is not None:
+      # Continuing a span: the previous wordpiece must match just before this one.
+      previous = tf.pad(match, [[0, 0], [0, 0], [1, 0]])[:, :, :-1]  # [B, N, C]
+      equal = tf.logical_and(equal, tf.logical_or(
+          tf.logical_not(continues[:, j, None, None]), previous))
+    match = equal
+    found.append(tf.reduce_any(equal, axis=[1, 2]))  # [B]
+  return tf.stack(found, axis=1)  # [B, M]
+
+
+def masked_span_evidence(candidate_ids, mlm_positions, mlm_targets,
+                         mlm_mask) -> Dict[str, tf.Tensor]:
+  """Counts of masked spans found verbatim in a retrieved candidate, and by chance.
+
+  Args:
+    candidate_ids: int [B, N, C] candidate token ids; candidate 0 is the null document
+      and is not counted.
+    mlm_positions, mlm_targets, mlm_mask: int [B, M] (static M), positions in
+      increasing order as the featurizer writes them.
+
+  Returns:
+    float64 scalars: `spans` (masked spans in the batch), `evidence` (spans found in one
+    of their own example's candidates 1..N-1) and `evidence_chance` (found in the
+    previous example's, cyclically; with a batch of one this equals `evidence`).
+  """
+  candidates = tf.cast(candidate_ids, tf.int32)[:, 1:]  # [B, N-1, C]
+  positions = tf.cast(mlm_positions, tf.int32)  # [B, M]
+  targets = tf.cast(mlm_targets, tf.int32)  # [B, M]
+  real = tf.cast(mlm_mask, tf.bool)  # [B, M]
+  batch = tf.shape(real)[0]
+  extends = tf.logical_and(tf.logical_and(real[:, 1:], real[:, :-1]),
+                           tf.equal(positions[:, 1:], positions[:, :-1] + 1))  # [B, M-1]
+  no = tf.zeros([batch, 1], tf.bool)
+  continues = tf.concat([no, extends], axis=1)  # [B, M]: token j extends j-1's span
+  ends = tf.logical_and(real, tf.logical_not(tf.concat([extends, no], axis=1)))  # [B, M]
+
+  def count(found):
+    return tf.reduce_sum(tf.cast(tf.logical_and(ends, found), tf.float64))
+
+  return dict(spans=tf.reduce_sum(tf.cast(ends, tf.float64)),
+              evidence=count(_found(candidates, targets, continues)),
+              evidence_chance=count(_found(tf.roll(candidates, 1, axis=0), targets,
+                                           continues)))
