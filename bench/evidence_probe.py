@@ -14,9 +14,10 @@ own evaluation (`realm_tf/modeling/evidence.py`), here for any index.
       --embedder_module=RUN/export/encoded/TS/embedder [--batches=16]
 
 Prints one JSON line: `spans`, `evidence_rate` (spans found in a retrieved passage),
-`chance_rate` (found in another example's passages). With `--count_in_corpus`, also how often the spans recur
-in the retrieval corpus (whole block bodies, untruncated): `in_another_passage` (spans in
-at least two blocks, the originating one and another) and `median_passages`.
+`chance_rate` (found in another example's passages). With `--count_in_corpus`, also how
+often the spans recur in the retrieval corpus (whole block bodies, untruncated):
+`in_another_passage` (spans in at least two blocks, the originating one and another) and
+`median_passages`.
 """
 
 import argparse
