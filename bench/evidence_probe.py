@@ -36,22 +36,8 @@ from realm_tf.featurization.featurizer import Featurizer  # noqa: E402
 from realm_tf.generation.stream import ExampleStream, split_shards  # noqa: E402
 from realm_tf.modeling.config import RealmConfig  # noqa: E402
 from realm_tf.modeling.embedder import unpack_inputs  # noqa: E402
-from realm_tf.modeling.evidence import masked_span_evidence  # noqa: E402
+from realm_tf.modeling.evidence import masked_span_evidence, masked_spans  # noqa: E402
 from realm_tf.retrieval import answer_recall, corpus_reader  # noqa: E402
-
-
-def masked_spans(positions, targets, mask):
-  """The target wordpiece sequences of runs of consecutive masked positions."""
-  spans, current, last = [], [], None
-  for position, target, real in zip(positions, targets, mask):
-    if not real:
-      continue
-    if last is not None and position != last + 1:
-      spans.append(current)
-      current = []
-    current.append(int(target))
-    last = position
-  return spans + ([current] if current else [])
 
 
 def batch_counts(features):

@@ -11,14 +11,6 @@ sys.path.insert(0, REPO_ROOT)
 from bench import evidence_probe  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def test_masked_spans_are_runs_of_consecutive_real_positions():
-  positions = [3, 4, 9, 10, 11, 20, 0]
-  targets = [7, 8, 5, 6, 7, 9, 0]
-  mask = [1, 1, 1, 1, 1, 1, 0]
-  assert evidence_probe.masked_spans(positions, targets, mask) == [[7, 8], [5, 6, 7], [9]]
-  assert evidence_probe.masked_spans([0, 0], [0, 0], [0, 0]) == []
-
-
 def _inputs(ids):
   ids = tf.constant(ids, tf.int32)
   return dict(input_word_ids=ids, input_mask=tf.cast(ids > 0, tf.int32),

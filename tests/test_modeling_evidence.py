@@ -4,21 +4,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realm_tf.modeling.evidence import masked_span_evidence
+from realm_tf.modeling.evidence import masked_span_evidence, masked_spans
 
 
-def _spans(positions, targets, mask):
-  """Reference: the target runs of consecutive real masked positions."""
-  spans, current, last = [], [], None
-  for position, target, real in zip(positions, targets, mask):
-    if not real:
-      continue
-    if last is not None and position != last + 1:
-      spans.append(current)
-      current = []
-    current.append(int(target))
-    last = position
-  return spans + ([current] if current else [])
+def test_masked_spans_are_runs_of_consecutive_real_positions():
+  positions = [3, 4, 9, 10, 11, 20, 0]
+  targets = [7, 8, 5, 6, 7, 9, 0]
+  mask = [1, 1, 1, 1, 1, 1, 0]
+  assert masked_spans(positions, targets, mask) == [[7, 8], [5, 6, 7], [9]]
+  assert masked_spans([0, 0], [0, 0], [0, 0]) == []
 
 
 def _contains(row, span):
@@ -29,7 +23,7 @@ def _reference(candidates, positions, targets, mask):
   spans = found = chance = 0
   for b in range(len(candidates)):
     other = candidates[(b - 1) % len(candidates)]  # tf.roll(..., 1): example b - 1's
-    for span in _spans(positions[b], targets[b], mask[b]):
+    for span in masked_spans(positions[b], targets[b], mask[b]):
       spans += 1
       found += any(_contains(row, span) for row in candidates[b][1:])
       chance += any(_contains(row, span) for row in other[1:])

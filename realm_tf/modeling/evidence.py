@@ -64,3 +64,18 @@ def masked_span_evidence(candidate_ids, mlm_positions, mlm_targets,
               evidence=count(_found(candidates, targets, continues)),
               evidence_chance=count(_found(tf.roll(candidates, 1, axis=0), targets,
                                            continues)))
+
+
+def masked_spans(positions, targets, mask):
+  """One example's masked spans in Python: the target wordpiece sequences of its runs of
+  consecutive real masked positions (what `masked_span_evidence` counts)."""
+  spans, current, last = [], [], None
+  for position, target, real in zip(positions, targets, mask):
+    if not real:
+      continue
+    if last is not None and position != last + 1:
+      spans.append(current)
+      current = []
+    current.append(int(target))
+    last = position
+  return spans + ([current] if current else [])
