@@ -5,16 +5,18 @@ predict. This probe generates a REALM run's evaluation examples with a given ind
 embedder export with its `encoded/` block embeddings) and counts, per masked span (a run
 of consecutive masked positions), whether its exact wordpieces appear contiguously in one
 of the N - 1 retrieved passages (the originating passage is excluded by generation, as in
-the original). For chance, the same count against the passages retrieved for another
-example of the batch. These are the `evidence_rate` and `evidence_chance` of pre-training's
-own evaluation (`realm_tf/modeling/evidence.py`), here for any index.
+the original): pre-training's own `evidence_rate` (`realm_tf/modeling/evidence.py`), here
+for any index. For chance, the same spans against the passages retrieved for the batch
+half the stream away (`--batches` / 2 later, cyclically): unrelated examples. (Not the
+other examples of the same batch: the evaluation stream is read in corpus order, so
+neighbouring examples come from the same article and retrieve the same passages.)
 
   python bench/evidence_probe.py --model_dir=RUN \
       --pretrain_corpus_path='DIR/pretrain-*' --retrieval_corpus_path='DIR/blocks-*' \
       --embedder_module=RUN/export/encoded/TS/embedder [--batches=16]
 
 Prints one JSON line: `spans`, `evidence_rate` (spans found in a retrieved passage),
-`chance_rate` (found in another example's passages). With `--count_in_corpus`, also how
+`chance_rate` (found in the unrelated batch's passages). With `--count_in_corpus`, also how
 often the spans recur in the retrieval corpus (whole block bodies, untruncated):
 `in_another_passage` (spans in at least two blocks, the originating one and another) and
 `median_passages`.
@@ -40,15 +42,22 @@ from realm_tf.modeling.evidence import masked_span_evidence, masked_spans  # noq
 from realm_tf.retrieval import answer_recall, corpus_reader  # noqa: E402
 
 
-def batch_counts(features):
-  """(spans, found, found by chance) of one batch (`masked_span_evidence`), and the
-  batch's masked spans."""
-  counts = masked_span_evidence(
-      unpack_inputs(features["candidate_inputs"])["input_word_ids"],
-      features["mlm_positions"], features["mlm_targets"], features["mlm_mask"])
-  spans = [span for row in zip(*(np.asarray(features[k]) for k in (
-      "mlm_positions", "mlm_targets", "mlm_mask"))) for span in masked_spans(*row)]
-  return tuple(int(counts[k]) for k in ("spans", "evidence", "evidence_chance")), spans
+def _candidate_ids(features) -> np.ndarray:
+  return np.asarray(unpack_inputs(features["candidate_inputs"])["input_word_ids"])
+
+
+def batch_counts(features, other):
+  """(spans, found, found by chance) of one batch and the batch's masked spans. Chance:
+  the same spans against the candidates of `other`, an unrelated batch (its rows reused
+  cyclically if it is smaller)."""
+  masks = [features[k] for k in ("mlm_positions", "mlm_targets", "mlm_mask")]
+  candidates = _candidate_ids(features)  # [B, N, C]
+  unrelated = np.resize(_candidate_ids(other), candidates.shape)  # [B, N, C]
+  own = masked_span_evidence(candidates, *masks)
+  chance = masked_span_evidence(unrelated, *masks)
+  spans = [span for row in zip(*(np.asarray(m) for m in masks))
+           for span in masked_spans(*row)]
+  return (int(own["spans"]), int(own["evidence"]), int(chance["evidence"])), spans
 
 
 def passages_holding(spans, block_texts, tokenizer, batch_size: int = 4096) -> np.ndarray:
@@ -84,11 +93,15 @@ def main() -> None:
     stream = ExampleStream(scratch, eval_paths, retrieval_paths, featurizer,
                            config.eval_batch_size, initial_embedder=args.embedder_module,
                            training=False, seed=config.seed or 0)
-    totals, all_spans = np.zeros(3, np.int64), []
-    for features in stream.dataset().take(args.batches):
-      counts, batch_spans = batch_counts(features)
-      totals += counts
-      all_spans += batch_spans
+    batches = list(stream.dataset().take(args.batches))
+  totals, all_spans = np.zeros(3, np.int64), []
+  for i, features in enumerate(batches):
+    # Chance against the batch half the stream away: neighbouring evaluation examples
+    # come from the same article, so their passages are no baseline.
+    other = batches[(i + len(batches) // 2) % len(batches)]
+    counts, batch_spans = batch_counts(features, other)
+    totals += counts
+    all_spans += batch_spans
   spans, found, chance = (int(t) for t in totals)
   result = dict(embedder_module=args.embedder_module, spans=spans,
                 evidence_rate=found / max(spans, 1), chance_rate=chance / max(spans, 1))

@@ -158,7 +158,6 @@ def learning_table(pretrain_dir: str, finetune_dir: Optional[str]) -> str:
       realm_row("retrieval mass on the null document, held-out passages",
                 "null_document_mass"),
       realm_row("masked spans in a retrieved passage, held-out passages", "evidence_rate"),
-      realm_row("... in another example's passages (chance)", "evidence_chance"),
       realm_row("retrieval utility (nats/token), held-out passages", "retrieval_utility"),
       realm_row("MLM accuracy with retrieval, held-out passages", "mlm_accuracy"),
       realm_row("MLM accuracy with the null document only", "null_mlm_accuracy"),

@@ -17,7 +17,7 @@ def _inputs(ids):
               input_type_ids=tf.zeros_like(ids))
 
 
-def test_batch_counts_skip_the_null_document_and_compare_with_chance():
+def test_batch_counts_skip_the_null_document_and_compare_with_an_unrelated_batch():
   # [B=2, N=3, C=4]; candidate 0 (the null document) would match but is not counted.
   candidates = [[[101, 5, 6, 102], [101, 1, 2, 102], [101, 5, 6, 102]],
                 [[101, 7, 102, 0], [101, 3, 4, 102], [101, 8, 8, 102]]]
@@ -25,11 +25,14 @@ def test_batch_counts_skip_the_null_document_and_compare_with_chance():
                   mlm_positions=tf.constant([[2, 3, 7], [4, 0, 0]]),
                   mlm_targets=tf.constant([[5, 6, 3], [7, 0, 0]]),
                   mlm_mask=tf.constant([[1, 1, 1], [1, 0, 0]]))
-  counts, spans_found = evidence_probe.batch_counts(features)
+  # The unrelated batch has one example, reused for both rows: [3] and [7] occur in it.
+  other = dict(candidate_inputs=_inputs([[[101, 102, 102, 0], [101, 3, 9, 7],
+                                          [101, 0, 0, 0]]]))
+  counts, spans_found = evidence_probe.batch_counts(features, other)
   assert spans_found == [[5, 6], [3], [7]]
-  # Example 0: [5, 6] is in its candidate 2; [3] only in example 1's candidates (chance).
+  # Example 0: [5, 6] is in its candidate 2, [3] not in its own candidates.
   # Example 1: [7] is only in its own null document.
-  assert counts == (3, 1, 1)
+  assert counts == (3, 1, 2)
 
 
 def test_passages_holding_counts_whole_wordpiece_runs():

@@ -42,11 +42,11 @@ def test_learning_table_reads_the_first_and_last_held_out_evaluations(tmp_path):
   eval_results.append(os.path.join(pretrain, "ict"), 300, {"recall@5": 0.3, "accuracy": 0.6})
   eval_results.append(pretrain, 0, {"recall@5": 0.3, "recall@20": 0.6, "query_cosine": 0.2,
                                     "null_document_mass": 0.3, "evidence_rate": 0.06,
-                                    "evidence_chance": 0.05, "retrieval_utility": 0.0, "mlm_accuracy": 0.01,
+                                    "retrieval_utility": 0.0, "mlm_accuracy": 0.01,
                                     "null_mlm_accuracy": 0.01})
   eval_results.append(pretrain, 300, {"recall@5": 0.1, "recall@20": 0.2,
                                       "query_cosine": 0.97, "null_document_mass": 1.0,
-                                      "evidence_rate": 0.25, "evidence_chance": 0.04,
+                                      "evidence_rate": 0.25,
                                       "retrieval_utility": 0.5,
                                       "mlm_accuracy": 0.02, "null_mlm_accuracy": 0.01})
   for step, exact in ((0, 0.0), (100, 0.25), (200, 0.125)):
@@ -62,7 +62,6 @@ def test_learning_table_reads_the_first_and_last_held_out_evaluations(tmp_path):
       "0.300", "1.000"]
   assert values["masked spans in a retrieved passage, held-out passages"] == [
       "0.060", "0.250"]
-  assert values["... in another example's passages (chance)"] == ["0.050", "0.040"]
   # Untrained, then the best evaluation.
   assert values["ORQA exact match, held-out questions"] == ["0.000", "0.250"]
   assert "ICT in-batch retrieval accuracy, held-out passages: 0.600" in table

@@ -20,20 +20,18 @@ def _contains(row, span):
 
 
 def _reference(candidates, positions, targets, mask):
-  spans = found = chance = 0
+  spans = found = 0
   for b in range(len(candidates)):
-    other = candidates[(b - 1) % len(candidates)]  # tf.roll(..., 1): example b - 1's
     for span in masked_spans(positions[b], targets[b], mask[b]):
       spans += 1
       found += any(_contains(row, span) for row in candidates[b][1:])
-      chance += any(_contains(row, span) for row in other[1:])
-  return spans, found, chance
+  return spans, found
 
 
 def _counts(candidates, positions, targets, mask):
   out = masked_span_evidence(tf.constant(candidates), tf.constant(positions),
                              tf.constant(targets), tf.constant(mask))
-  return tuple(int(out[k]) for k in ("spans", "evidence", "evidence_chance"))
+  return int(out["spans"]), int(out["evidence"])
 
 
 def test_counts_spans_in_own_candidates_but_not_the_null_document():
@@ -44,8 +42,8 @@ def test_counts_spans_in_own_candidates_but_not_the_null_document():
   targets = [[5, 6, 3], [7, 0, 0]]
   mask = [[1, 1, 1], [1, 0, 0]]
   # Example 0: the span [5, 6] is in its candidate 2 and [3] only in example 1's
-  # candidates (chance); example 1: [7] is only in its own null document.
-  assert _counts(candidates, positions, targets, mask) == (3, 1, 1)
+  # candidates; example 1: [7] is only in its own null document.
+  assert _counts(candidates, positions, targets, mask) == (3, 1)
 
 
 @pytest.mark.parametrize("row, span, expected", [
@@ -59,14 +57,14 @@ def test_a_span_needs_its_wordpieces_contiguous_and_in_order(row, span, expected
   n = len(span)
   candidates = [[[101, 102, 102, 0, 0], row]]
   positions, targets, mask = [list(range(3, 3 + n))], [span], [[1] * n]
-  assert _counts(candidates, positions, targets, mask) == (1, int(expected), int(expected))
+  assert _counts(candidates, positions, targets, mask) == (1, int(expected))
 
 
 def test_a_gap_in_positions_splits_spans():
   candidates = [[[101, 102, 102, 0], [101, 7, 102, 0]], [[101, 102, 102, 0], [101, 9, 9, 9]]]
   # Positions 3 and 5 are not consecutive: [7] and [8] are two spans, and only [7] occurs.
   positions, targets, mask = [[3, 5], [0, 0]], [[7, 8], [0, 0]], [[1, 1], [0, 0]]
-  assert _counts(candidates, positions, targets, mask) == (2, 1, 0)
+  assert _counts(candidates, positions, targets, mask) == (2, 1)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

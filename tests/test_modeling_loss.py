@@ -165,7 +165,6 @@ def test_eval_metrics_match_the_model_outputs(tiny_model):
                                   features["mlm_mask"])
   assert float(evidence["spans"]) > 0
   assert metrics["evidence_rate"] == float(evidence["evidence"] / evidence["spans"])
-  assert metrics["evidence_chance"] == float(evidence["evidence_chance"] / evidence["spans"])
 
 
 def test_dropout_only_in_training(tiny_model):

@@ -3,11 +3,12 @@
 REALM's retriever learns only from masked spans that a retrieved document helps predict
 (the originating document is never a candidate). The cheapest proxy is verbatim
 evidence: a masked span (a run of consecutive masked positions) whose wordpieces occur
-contiguously in one of the example's retrieved candidates. Against it, chance: the same
-count against the candidates retrieved for another example of the batch. When the two
-are equal, the posterior over candidates differs from the prior only by noise and the
-retriever has nothing to learn from; a retriever that learns raises the first above
-the second.
+contiguously in one of the example's retrieved candidates. A retriever that learns from
+REALM's signal raises it. Chance is the same count against unrelated candidates (pass
+another batch's): when the two are equal, the posterior over candidates differs from the
+prior only by noise and the retriever has nothing to learn from. Neighbouring examples
+of an unshuffled evaluation stream come from the same article, so the other examples of
+a batch are no baseline.
 """
 
 from typing import Dict
@@ -33,18 +34,18 @@ def _found(candidate_ids, targets, continues):
 
 def masked_span_evidence(candidate_ids, mlm_positions, mlm_targets,
                          mlm_mask) -> Dict[str, tf.Tensor]:
-  """Counts of masked spans found verbatim in a retrieved candidate, and by chance.
+  """Counts of masked spans found verbatim in one of their example's candidates.
 
   Args:
     candidate_ids: int [B, N, C] candidate token ids; candidate 0 is the null document
-      and is not counted.
+      and is not counted. Row b is searched for example b's spans (pass the candidates
+      of unrelated examples for chance).
     mlm_positions, mlm_targets, mlm_mask: int [B, M] (static M), positions in
       increasing order as the featurizer writes them.
 
   Returns:
-    float64 scalars: `spans` (masked spans in the batch), `evidence` (spans found in one
-    of their own example's candidates 1..N-1) and `evidence_chance` (found in the
-    previous example's, cyclically; with a batch of one this equals `evidence`).
+    float64 scalars: `spans` (masked spans in the batch) and `evidence` (spans found in
+    one of candidates 1..N-1 of their row).
   """
   candidates = tf.cast(candidate_ids, tf.int32)[:, 1:]  # [B, N-1, C]
   positions = tf.cast(mlm_positions, tf.int32)  # [B, M]
@@ -61,9 +62,7 @@ def masked_span_evidence(candidate_ids, mlm_positions, mlm_targets,
     return tf.reduce_sum(tf.cast(tf.logical_and(ends, found), tf.float64))
 
   return dict(spans=tf.reduce_sum(tf.cast(ends, tf.float64)),
-              evidence=count(_found(candidates, targets, continues)),
-              evidence_chance=count(_found(tf.roll(candidates, 1, axis=0), targets,
-                                           continues)))
+              evidence=count(_found(candidates, targets, continues)))
 
 
 def masked_spans(positions, targets, mask):

@@ -155,7 +155,7 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
 
 
 EVAL_SUMS = ("nll", "null_nll", "correct", "null_correct", "masks", "null_mass", "delay",
-             "examples", "spans", "evidence", "evidence_chance")
+             "examples", "spans", "evidence")
 
 
 def make_eval_step(model: RealmModel,
@@ -168,8 +168,8 @@ def make_eval_step(model: RealmModel,
   masked tokens whose argmax prediction is right, the marginal one being
   sum_z p(z|x) p(y|z,x) over the vocabulary; `null_mass` sums the examples' retrieval
   probability of the null document; `delay` sums the examples' index staleness in minutes;
-  `spans`, `evidence` and `evidence_chance` count the masked spans and those found
-  verbatim in a retrieved candidate, and by chance (`evidence.masked_span_evidence`).
+  `spans` and `evidence` count the masked spans and those found verbatim in one of their
+  retrieved candidates (`evidence.masked_span_evidence`).
   """
   strategy = strategy or tf.distribute.get_strategy()
 
@@ -213,9 +213,8 @@ def eval_metrics(totals: Dict[str, float]) -> Dict[str, float]:
   null document alone (what the reader knows without retrieval), `retrieval_utility`
   (their log-likelihood difference), `null_document_mass` (the mean retrieval probability
   of the null document: at 0 or 1 the retrieval softmax has saturated and the retriever
-  no longer learns), `evidence_rate` and `evidence_chance` (the share of masked spans found
-  verbatim in one of their retrieved candidates, and in another example's: REALM's
-  retriever has something to learn from only where the first exceeds the second),
+  no longer learns), `evidence_rate` (the share of masked spans found verbatim in one of
+  their retrieved candidates: a retriever that learns from REALM's signal raises it),
   `off_policy_delay_mins` and `eval_examples`."""
   masks = max(float(totals["masks"]), 1.0)
   examples = max(float(totals["examples"]), 1.0)
@@ -226,6 +225,5 @@ def eval_metrics(totals: Dict[str, float]) -> Dict[str, float]:
               null_mlm_accuracy=float(totals["null_correct"]) / masks,
               null_document_mass=float(totals["null_mass"]) / examples,
               evidence_rate=float(totals["evidence"]) / spans,
-              evidence_chance=float(totals["evidence_chance"]) / spans,
               off_policy_delay_mins=float(totals["delay"]) / examples,
               eval_examples=float(totals["examples"]))

@@ -260,8 +260,8 @@ class Trainer:
           f"{metrics['null_loss']:.4f})  retrieval_utility {metrics['retrieval_utility']:.4f}"
           f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
           f"{metrics['null_mlm_accuracy']:.4f})  null_document_mass "
-          f"{metrics['null_document_mass']:.3f}  evidence_rate {metrics['evidence_rate']:.3f} "
-          f"(chance {metrics['evidence_chance']:.3f})  off_policy_delay_mins "
+          f"{metrics['null_document_mass']:.3f}  evidence_rate {metrics['evidence_rate']:.3f}  "
+          f"off_policy_delay_mins "
           f"{metrics['off_policy_delay_mins']:.2f}{zero_shot}", flush=True)
 
   def evaluate(self) -> Dict[str, float]:
