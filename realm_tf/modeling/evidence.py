@@ -57,12 +57,9 @@ def masked_span_evidence(candidate_ids, mlm_positions, mlm_targets,
   no = tf.zeros([batch, 1], tf.bool)
   continues = tf.concat([no, extends], axis=1)  # [B, M]: token j extends j-1's span
   ends = tf.logical_and(real, tf.logical_not(tf.concat([extends, no], axis=1)))  # [B, M]
-
-  def count(found):
-    return tf.reduce_sum(tf.cast(tf.logical_and(ends, found), tf.float64))
-
+  found = _found(candidates, targets, continues)  # [B, M]
   return dict(spans=tf.reduce_sum(tf.cast(ends, tf.float64)),
-              evidence=count(_found(candidates, targets, continues)))
+              evidence=tf.reduce_sum(tf.cast(tf.logical_and(ends, found), tf.float64)))
 
 
 def masked_spans(positions, targets, mask):
