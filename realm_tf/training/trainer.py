@@ -261,8 +261,8 @@ class Trainer:
           f"  mlm_accuracy {metrics['mlm_accuracy']:.4f} (null document "
           f"{metrics['null_mlm_accuracy']:.4f})  null_document_mass "
           f"{metrics['null_document_mass']:.3f}  evidence_rate {metrics['evidence_rate']:.3f}  "
-          f"off_policy_delay_mins "
-          f"{metrics['off_policy_delay_mins']:.2f}{zero_shot}", flush=True)
+          f"off_policy_delay_mins {metrics['off_policy_delay_mins']:.2f}{zero_shot}",
+          flush=True)
 
   def evaluate(self) -> Dict[str, float]:
     """One evaluation (TensorBoard `logs/eval`, `eval_results.jsonl`, a printed line)."""
