@@ -51,12 +51,10 @@ def masked_span_evidence(candidate_ids, mlm_positions, mlm_targets,
   positions = tf.cast(mlm_positions, tf.int32)  # [B, M]
   targets = tf.cast(mlm_targets, tf.int32)  # [B, M]
   real = tf.cast(mlm_mask, tf.bool)  # [B, M]
-  batch = tf.shape(real)[0]
   extends = tf.logical_and(tf.logical_and(real[:, 1:], real[:, :-1]),
                            tf.equal(positions[:, 1:], positions[:, :-1] + 1))  # [B, M-1]
-  no = tf.zeros([batch, 1], tf.bool)
-  continues = tf.concat([no, extends], axis=1)  # [B, M]: token j extends j-1's span
-  ends = tf.logical_and(real, tf.logical_not(tf.concat([extends, no], axis=1)))  # [B, M]
+  continues = tf.pad(extends, [[0, 0], [1, 0]])  # [B, M]: token j extends j-1's span
+  ends = tf.logical_and(real, tf.logical_not(tf.pad(extends, [[0, 0], [0, 1]])))  # [B, M]
   found = _found(candidates, targets, continues)  # [B, M]
   return dict(spans=tf.reduce_sum(tf.cast(ends, tf.float64)),
               evidence=tf.reduce_sum(tf.cast(tf.logical_and(ends, found), tf.float64)))
