@@ -125,35 +125,17 @@ def run_one(args) -> dict:
   _, _, step, batch, config, bert = build(args, corpus, args["work_dir"])
   jit = precision_lib.resolve_jit_compile(config.jit_compile)
   read = lambda out: float(out["loss"]) / max(float(out["num_questions"]), 1.0)
-  warmup = step_bench.time_steps(lambda: step(batch), args["warmup_steps"], read)
-  limits = {"float32_matmul": step_bench.matmul_rate(tf.float32)}
-  cpu_limit = step_bench.matmul_rate(tf.float32, per_cpu_second=True)
-  if resolved == precision_lib.MIXED_BFLOAT16:
-    limits["bfloat16_matmul"] = step_bench.matmul_rate(tf.bfloat16)
-  timing = step_bench.time_steps(lambda: step(batch), args["steps"], read)
-  after = {"float32_matmul": step_bench.matmul_rate(tf.float32)}
-  cpu_limit = (cpu_limit + step_bench.matmul_rate(tf.float32, per_cpu_second=True)) / 2
-  if resolved == precision_lib.MIXED_BFLOAT16:
-    after["bfloat16_matmul"] = step_bench.matmul_rate(tf.bfloat16)
-  limits = {k: (v + after[k]) / 2 for k, v in limits.items()}
   forward = forward_flops(bert, args["batch_size"], len(corpus["bodies"]))
-  flops = flops_lib.orqa_train_flops(forward)
   result = dict(step="orqa", preset=args["preset"], num_layers=bert.num_hidden_layers,
                 batch_size=args["batch_size"], precision=resolved,
                 recompute_activations=config.recompute_activations, jit_compile=jit,
                 **SHAPES, num_blocks=len(corpus["bodies"]), steps=args["steps"],
                 warmup_steps=args["warmup_steps"],
-                warmup_s=round(warmup["s_per_step"] * args["warmup_steps"], 2),
-                s_per_step=round(timing["s_per_step"], 3),
-                examples_per_s=round(args["batch_size"] / timing["s_per_step"], 4),
-                cpu_s_per_step=round(timing["cpu_s_per_step"], 2),
-                sys_s_per_step=round(timing["sys_s_per_step"], 2),
-                tflop_per_example=round(flops / args["batch_size"] / 1e12, 4),
-                **{f"{k}_gflops": round(v, 1) for k, v in limits.items()},
-                float32_matmul_gflop_per_cpu_s=round(cpu_limit, 1),
-                **step_bench.rates(flops, timing, limits, cpu_limit),
-                **step_bench.peak_memory(),
-                losses=[round(v, 4) for v in timing["values"]])
+                **step_bench.timed_step_fields(
+                    lambda: step(batch), read, args["warmup_steps"], args["steps"],
+                    bfloat16=resolved == precision_lib.MIXED_BFLOAT16,
+                    flops_per_step=flops_lib.orqa_train_flops(forward),
+                    batch_size=args["batch_size"]))
   result.update(step_bench.device_description())
   return result
 

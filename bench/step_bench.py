@@ -145,6 +145,40 @@ def rates(flops_per_step: float, timing: Dict[str, Any], limits: Dict[str, float
   return out
 
 
+def timed_step_fields(step: Callable[[], Any], read: Callable[[Any], float],
+                      warmup_steps: int, steps: int, bfloat16: bool,
+                      flops_per_step: float, batch_size: int) -> Dict[str, Any]:
+  """Times `step` after `warmup_steps` untimed ones, between two measurements of the
+  matmul limits (float32, and bfloat16 if `bfloat16`; averaged, as the machine is shared),
+  and returns the result fields the train-step benchmarks share: time per step, examples/s,
+  CPU and system seconds, FLOPs, the limits, the achieved shares, peak memory and the
+  values `read` took from the timed steps."""
+
+  def limits_now() -> Dict[str, float]:
+    now = {"float32_matmul": matmul_rate(tf.float32)}
+    if bfloat16:
+      now["bfloat16_matmul"] = matmul_rate(tf.bfloat16)
+    return now
+
+  warmup = time_steps(step, warmup_steps, read)
+  before, cpu_before = limits_now(), matmul_rate(tf.float32, per_cpu_second=True)
+  timing = time_steps(step, steps, read)
+  after, cpu_after = limits_now(), matmul_rate(tf.float32, per_cpu_second=True)
+  limits = {k: (v + after[k]) / 2 for k, v in before.items()}
+  cpu_limit = (cpu_before + cpu_after) / 2
+  return dict(warmup_s=round(warmup["s_per_step"] * warmup_steps, 2),
+              s_per_step=round(timing["s_per_step"], 3),
+              examples_per_s=round(batch_size / timing["s_per_step"], 4),
+              cpu_s_per_step=round(timing["cpu_s_per_step"], 2),
+              sys_s_per_step=round(timing["sys_s_per_step"], 2),
+              tflop_per_example=round(flops_per_step / batch_size / 1e12, 4),
+              **{f"{k}_gflops": round(v, 1) for k, v in limits.items()},
+              float32_matmul_gflop_per_cpu_s=round(cpu_limit, 1),
+              **rates(flops_per_step, timing, limits, cpu_limit),
+              **peak_memory(),
+              losses=[round(v, 4) for v in timing["values"]])
+
+
 def run_isolated(script: str, config: Dict[str, Any], timeout: Optional[float] = None
                  ) -> Dict[str, Any]:
   """Runs `python script --one=<json config>` in a fresh process; its last JSON line."""
