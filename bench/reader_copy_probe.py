@@ -12,11 +12,13 @@ harness.
 
   python bench/reader_copy_probe.py --steps=1000 [--identity] [--seed=0]
       [--query_len=48 --passage_len=128 --min_passage_len=40] [--vocab_limit=N]
-      [--word_embedding_std=0.02]
+      [--word_embedding_std=0.02] [--copy_circuit]
 
 `--vocab_limit` draws the passages' tokens from the first N word pieces only;
 `--word_embedding_std` re-initializes the (input and tied output) word embeddings with
-that standard deviation instead of BERT's 0.02.
+that standard deviation instead of BERT's 0.02; `--copy_circuit` starts the reader from
+the constructed copying weights of `realm_tf.modeling.copy_circuit` (`--steps=0` measures
+them untrained).
 
 Prints a JSON line per evaluation: held-out masked-token accuracy and loss (chance: the
 log of the number of tokens drawn, 8.66 for the 5,763-token sample vocabulary).
@@ -36,6 +38,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from realm_tf import sample_data  # noqa: E402
+from realm_tf.modeling import copy_circuit  # noqa: E402
+from realm_tf.modeling.weights import assign_canonical  # noqa: E402
 from realm_tf.modeling.config import BertConfig  # noqa: E402
 from realm_tf.modeling.reader import KnowledgeAugmentedEncoder  # noqa: E402
 from realm_tf.tokenization import Tokenizer  # noqa: E402
@@ -99,6 +103,8 @@ def main():
                       help="Draw tokens from the first N word pieces (0: all).")
   parser.add_argument("--word_embedding_std", type=float, default=None,
                       help="Re-initialize the word embeddings with this std (BERT: 0.02).")
+  parser.add_argument("--copy_circuit", action="store_true",
+                      help="Start from realm_tf.modeling.copy_circuit's weights.")
   args = parser.parse_args()
   if not 4 <= args.min_passage_len < args.passage_len - 2 or args.query_len < 6:
     parser.error("need 4 <= --min_passage_len < --passage_len - 2 and --query_len >= 6")
@@ -113,6 +119,11 @@ def main():
     table = reader.encoder.get_embedding_table()  # [V, H], tied to the MLM output
     table.assign(tf.random.truncated_normal(table.shape, stddev=args.word_embedding_std,
                                             seed=args.seed))
+  if args.copy_circuit:
+    assign_canonical(
+        reader.encoder, config,
+        copy_circuit.copy_circuit_weights(config, [tokenizer.mask_id], args.seed),
+        "copy circuit", reader.masked_lm)
   optimizer = tf_keras.optimizers.Adam(args.learning_rate)
 
   def log_probs(inputs, positions, training):
@@ -140,7 +151,7 @@ def main():
       nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0] * weights
       print(json.dumps(dict(step=step, identity=args.identity, seed=args.seed,
                             word_embedding_std=args.word_embedding_std,
-                            vocab_limit=args.vocab_limit,
+                            vocab_limit=args.vocab_limit, copy_circuit=args.copy_circuit,
                             heldout_accuracy=round(float(hits.sum() / weights.sum()), 4),
                             heldout_loss=round(float(nll.sum() / weights.sum()), 3),
                             chance_loss=round(float(np.log(end - first)), 3),  # uniform

@@ -90,6 +90,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
                       "the reader and, unless --init_embedder is set, the embedder.", **fv)
   flags.DEFINE_string("init_hf_bert", None, "Hugging Face BERT folder, as --init_checkpoint.", **fv)
   flags.DEFINE_string("init_embedder", None, "BERT weights for the embedder towers.", **fv)
+  flags.DEFINE_enum("reader_init", None, list(pretraining.READER_INITS), "Without "
+                    "--init_checkpoint: a random reader, or constructed weights that copy "
+                    "masked tokens from the passage (realm_tf.modeling.copy_circuit; "
+                    "default: copy_circuit for the sample run, else random).", **fv)
   # Optimization and loop.
   flags.DEFINE_float("learning_rate", None, "Peak learning rate (original 3e-5).", **fv)
   flags.DEFINE_integer("batch_size", None, "Global training batch size (original 16).", **fv)
@@ -128,19 +132,19 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
   # The embedded default: a tiny model on the sample corpus in a few minutes on a CPU.
 # Defaults: the sample run's, and the original launcher's.
 SAMPLE_DEFAULTS = dict(bert_preset="tiny", query_seq_len=48, candidate_seq_len=128,
-                       num_candidates=4, max_masks=5, learning_rate=1e-3, batch_size=8,
+                       num_candidates=4, max_masks=5, learning_rate=1e-4, batch_size=8,
                        eval_batch_size=8, num_train_steps=300, save_checkpoints_steps=100,
                        export_steps=100, num_eval_steps=8, eval_shards=1,
                        num_shards_per_mips_refresh=2, retrieval_batch_size=16,
                        ict_steps=300, ict_batch_size=32, ict_learning_rate=5e-4,
-                       dropout_rate=0.0)
+                       dropout_rate=0.0, reader_init="copy_circuit")
 ORIGINAL_DEFAULTS = dict(bert_preset="base", query_seq_len=96, candidate_seq_len=288,
                          num_candidates=8, max_masks=10, learning_rate=3e-5, batch_size=16,
                          eval_batch_size=16, num_train_steps=200000,
                          save_checkpoints_steps=1000, export_steps=None, num_eval_steps=50,
                          eval_shards=5, num_shards_per_mips_refresh=4,
                          retrieval_batch_size=64, ict_steps=0, ict_batch_size=4096,
-                         ict_learning_rate=1e-4, dropout_rate=None)
+                         ict_learning_rate=1e-4, dropout_rate=None, reader_init="random")
 
 
 def _flag(fv, name, defaults):
@@ -232,6 +236,9 @@ def job_from_flags(fv=None) -> pretraining.PretrainJob:
     vocab_path = fv.vocab_path
   defaults = SAMPLE_DEFAULTS if sample else ORIGINAL_DEFAULTS
   bert_weights = _bert_weights_from_flags(fv)
+  if bert_weights.value and fv.reader_init:
+    raise app.UsageError(f"--reader_init={fv.reader_init} and {bert_weights.name} both "
+                         "say how the reader starts; give one.")
   return pretraining.PretrainJob(
       model_dir=fv.model_dir, config=config_from_flags(fv, sample, vocab_path),
       pretrain_corpus_path=fv.pretrain_corpus_path,
@@ -242,6 +249,7 @@ def job_from_flags(fv=None) -> pretraining.PretrainJob:
       export_steps=_flag(fv, "export_steps", defaults), log_every_steps=fv.log_every_steps,
       eval_qa_path=fv.eval_qa_path, bert_weights=bert_weights.value,
       embedder_weights=embedder_weights_from_flags(fv, bert_weights).value,
+      reader_init="random" if bert_weights.value else _flag(fv, "reader_init", defaults),
       initial_embedder_module=fv.initial_embedder_module,
       ict_steps=_flag(fv, "ict_steps", defaults),
       ict_batch_size=_flag(fv, "ict_batch_size", defaults),

@@ -3,6 +3,8 @@
 launcher's with them, every given flag over both. The job itself runs in
 tests/test_pretrain_kill.py (the CLI) and tests/test_pretrain.py (the trainer)."""
 
+import dataclasses
+
 from absl import app
 from absl import flags
 import pytest
@@ -51,3 +53,15 @@ def test_corpora_come_with_a_vocabulary_and_take_the_original_defaults():
   assert (job.config.batch_size, job.ict_steps, job.num_shards_per_mips_refresh) == (
       defaults["batch_size"], defaults["ict_steps"], defaults["num_shards_per_mips_refresh"])
   assert job.export_steps is None  # The trainer then exports every checkpoint.
+
+
+def test_the_reader_starts_as_a_copy_circuit_only_without_weights():
+  assert _job().reader_init == "copy_circuit"  # the sample run's default
+  assert _job("--reader_init=random").reader_init == "random"
+  corpora = ("--pretrain_corpus_path=p", "--retrieval_corpus_path=r",
+             f"--vocab_path={sample_data.VOCAB_PATH}", "--bert_preset=tiny")
+  assert _job(*corpora).reader_init == "random"  # the original's
+  with pytest.raises(app.UsageError, match="--reader_init=copy_circuit and --init_hf_bert"):
+    _job("--reader_init=copy_circuit", "--init_hf_bert=some/folder")
+  with pytest.raises(ValueError, match="reader_init='bert'"):
+    dataclasses.replace(_job(), reader_init="bert")

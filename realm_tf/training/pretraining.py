@@ -21,6 +21,7 @@ from realm_tf.featurization import Featurizer
 from realm_tf.generation.stream import ExampleStream, split_shards
 from realm_tf.ict import training as ict_training
 from realm_tf.modeling.config import RealmConfig
+from realm_tf.modeling import copy_circuit
 from realm_tf.modeling import precision
 from realm_tf.modeling.weights import load_pretrained_realm
 from realm_tf.retrieval import answer_recall
@@ -37,6 +38,9 @@ from realm_tf.training.trainer import Trainer
 from realm_tf.training import warm_start
 
 TRAINING_DONE = "TRAINING_DONE"
+
+
+READER_INITS = ("random", "copy_circuit")
 
 
 @dataclasses.dataclass
@@ -57,6 +61,9 @@ class PretrainJob:
     eval_qa_path: QA jsonl whose zero-shot answer recall is evaluated (None: none).
     bert_weights, embedder_weights: initial weights of the reader BERT and the embedder
       towers (None: random, or the embedder from `bert_weights`).
+    reader_init: how a reader without `bert_weights` starts: "random" (BERT's
+      initializer) or "copy_circuit" (`realm_tf.modeling.copy_circuit`, constructed
+      weights that copy masked tokens from the passage).
     initial_embedder_module: the index used before the first refresh (None: the initial
       document tower's own, built at start).
     ict_steps, ict_batch_size, ict_learning_rate: the in-process ICT warm start of a
@@ -78,6 +85,7 @@ class PretrainJob:
   eval_qa_path: Optional[str] = None
   bert_weights: Optional[str] = None
   embedder_weights: Optional[str] = None
+  reader_init: str = "random"
   initial_embedder_module: Optional[str] = None
   ict_steps: int = 0
   ict_batch_size: int = 4096
@@ -87,6 +95,10 @@ class PretrainJob:
   data_service: Optional[str] = None
   strategy: str = "default"
   tpu: Optional[str] = None
+
+  def __post_init__(self):
+    if self.reader_init not in READER_INITS:
+      raise ValueError(f"reader_init={self.reader_init!r}: one of {READER_INITS}.")
 
   @property
   def sample(self) -> bool:
@@ -159,6 +171,9 @@ def run(job: PretrainJob) -> Trainer:
   if not trainer.restore():
     reports = load_pretrained_realm(trainer.model, bert_path=job.bert_weights,
                                     embedder_path=job.embedder_weights)
+    if job.reader_init == "copy_circuit":
+      reports["bert"] = copy_circuit.initialize_reader(trainer.model.reader,
+                                                       tokenizer.mask_id, config.seed)
     for name, report in reports.items():
       logging.info("Initialized %s: %s", name, report)
     if job.ict_steps:
