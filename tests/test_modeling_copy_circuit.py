@@ -67,7 +67,7 @@ def test_the_circuit_copies_masked_tokens_from_the_passage(tokenizer, seed):
   reader = _reader(tokenizer)
   assert _accuracy(reader, batch) < 0.01  # random init: chance is 1 / 5,758
   copy_circuit.initialize_reader(reader, tokenizer.mask_id, seed)
-  assert _accuracy(reader, batch) > 0.75  # ~0.85 measured
+  assert _accuracy(reader, batch) > 0.8  # 0.92-0.94 measured
 
 
 def test_the_circuit_needs_the_passage(tokenizer):
@@ -89,7 +89,7 @@ def test_weights_are_canonical_and_sized_for_the_config():
   assert weights["embeddings/word_embeddings"].shape == (50, 128)
   assert not weights["embeddings/word_embeddings"][[0, 4]].any()  # [PAD], [MASK]
   assert weights["encoder/layer_1/attention/self/query/kernel"].shape == (128, 128)
-  np.testing.assert_allclose(weights["embeddings/position_embeddings"].sum(1), 0, atol=1e-5)
+  np.testing.assert_allclose(weights["embeddings/position_embeddings"].sum(1), 0, atol=1e-4)
   with pytest.raises(ValueError, match="copy circuit needs"):
     copy_circuit.copy_circuit_weights(BertConfig(hidden_size=64, num_hidden_layers=1,
                                                  num_attention_heads=1,
