@@ -39,7 +39,6 @@ import tf_keras  # noqa: E402
 
 from realm_tf import sample_data  # noqa: E402
 from realm_tf.modeling import copy_circuit  # noqa: E402
-from realm_tf.modeling.weights import assign_canonical  # noqa: E402
 from realm_tf.modeling.config import BertConfig  # noqa: E402
 from realm_tf.modeling.reader import KnowledgeAugmentedEncoder  # noqa: E402
 from realm_tf.tokenization import Tokenizer  # noqa: E402
@@ -120,10 +119,7 @@ def main():
     table.assign(tf.random.truncated_normal(table.shape, stddev=args.word_embedding_std,
                                             seed=args.seed))
   if args.copy_circuit:
-    assign_canonical(
-        reader.encoder, config,
-        copy_circuit.copy_circuit_weights(config, [tokenizer.mask_id], args.seed),
-        "copy circuit", reader.masked_lm)
+    copy_circuit.initialize_reader(reader, tokenizer.mask_id, args.seed)
   optimizer = tf_keras.optimizers.Adam(args.learning_rate)
 
   def log_probs(inputs, positions, training):

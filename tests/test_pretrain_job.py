@@ -65,3 +65,5 @@ def test_the_reader_starts_as_a_copy_circuit_only_without_weights():
     _job("--reader_init=copy_circuit", "--init_hf_bert=some/folder")
   with pytest.raises(ValueError, match="reader_init='bert'"):
     dataclasses.replace(_job(), reader_init="bert")
+  with pytest.raises(ValueError, match="both give the reader's weights"):
+    dataclasses.replace(_job(), bert_weights="some/folder")

@@ -99,6 +99,9 @@ class PretrainJob:
   def __post_init__(self):
     if self.reader_init not in READER_INITS:
       raise ValueError(f"reader_init={self.reader_init!r}: one of {READER_INITS}.")
+    if self.reader_init != "random" and self.bert_weights:
+      raise ValueError(f"reader_init={self.reader_init!r} and bert_weights="
+                       f"{self.bert_weights!r} both give the reader's weights.")
 
   @property
   def sample(self) -> bool:
