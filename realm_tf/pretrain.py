@@ -116,6 +116,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS):
   flags.DEFINE_integer("reader_only_steps", 0, "Train only the reader for this many first "
                        "steps (the query and document towers get zero gradients; 0: the "
                        "original).", **fv)
+  flags.DEFINE_boolean("freeze_reader", False, "Leave the reader out of training, so only "
+                       "the retriever towers learn (e.g. the sample run's copy-circuit "
+                       "reader, which updates can erase).", **fv)
+  flags.DEFINE_boolean("freeze_document_tower", False, "Leave the document tower out of "
+                       "training (needs --noshare_embedders): the initial index never goes "
+                       "stale and only the query tower learns to retrieve.", **fv)
   flags.DEFINE_integer("micro_batches", 1, "Sequential micro-batches per replica batch "
                        "(summed gradients; the memory of one micro-batch).", **fv)
   # Distribution and refresh.
@@ -219,7 +225,8 @@ def config_from_flags(fv, sample: bool, vocab_path: str) -> RealmConfig:
       keep_checkpoint_max=fv.keep_checkpoint_max, seed=fv.seed,
       recompute_activations=fv.recompute_activations, precision=fv.precision,
       jit_compile=fv.jit_compile, micro_batches=fv.micro_batches,
-      reader_only_steps=fv.reader_only_steps)
+      reader_only_steps=fv.reader_only_steps, freeze_reader=bool(fv.freeze_reader),
+      freeze_document_tower=bool(fv.freeze_document_tower))
 
 
 def job_from_flags(fv=None) -> pretraining.PretrainJob:

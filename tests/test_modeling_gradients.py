@@ -110,3 +110,29 @@ def test_reader_only_steps_hold_both_towers_then_train_them():
 def test_reader_only_steps_must_not_be_negative():
   with pytest.raises(ValueError, match="reader_only_steps"):
     modeling_testing.tiny_realm_config(reader_only_steps=-1)
+
+
+@pytest.mark.parametrize("frozen", ["freeze_reader", "freeze_document_tower"])
+def test_frozen_parts_get_no_update_while_the_rest_trains(frozen):
+  config = modeling_testing.tiny_realm_config(share_embedders=False, **{frozen: True})
+  model = RealmModel(config).build_variables()
+  features = modeling_testing.random_features(config, 3, seed=5)
+  parts = dict(query=model.query_embedder, document=model.document_embedder,
+               reader=model.reader)
+  before = {name: [v.numpy() for v in part.weights] for name, part in parts.items()}
+  step = realm_steps.make_train_step(
+      model, optimizer_lib.BertAdamWeightDecay(learning_rate=1e-3))
+  for _ in range(2):
+    step(features)
+  moved = {name: any(not np.array_equal(a, v.numpy())
+                     for a, v in zip(before[name], part.weights))
+           for name, part in parts.items()}
+  still = "reader" if frozen == "freeze_reader" else "document"
+  assert moved == {name: name != still for name in parts}
+
+
+def test_freeze_settings_that_contradict_are_refused():
+  with pytest.raises(ValueError, match="freeze_reader"):
+    modeling_testing.tiny_realm_config(freeze_reader=True, reader_only_steps=3)
+  with pytest.raises(ValueError, match="share_embedders=False"):
+    modeling_testing.tiny_realm_config(freeze_document_tower=True)

@@ -67,3 +67,11 @@ def test_the_reader_starts_as_a_copy_circuit_only_without_weights():
     dataclasses.replace(_job(), reader_init="bert")
   with pytest.raises(ValueError, match="both give the reader's weights"):
     dataclasses.replace(_job(), bert_weights="some/folder")
+
+
+def test_freeze_flags_reach_the_config():
+  assert not _job().config.freeze_reader and not _job().config.freeze_document_tower
+  config = _job("--freeze_reader", "--noshare_embedders", "--freeze_document_tower").config
+  assert config.freeze_reader and config.freeze_document_tower
+  with pytest.raises(ValueError, match="freeze_document_tower needs share_embedders=False"):
+    _job("--freeze_document_tower")

@@ -161,6 +161,14 @@ class RealmConfig:
   encoder's weights) first learns to read the retrieved documents, so the towers do not
   follow the retrieval gradient of a reader that cannot yet use them (docs/BENCHMARKS.md
   has a run where that alone did not keep the retriever from degrading).
+  freeze_reader: the reader's variables are left out of the train step, so only the
+  retriever towers learn (False, the original, trains everything). For a reader that
+  already reads, e.g. the constructed copy circuit of the sample run, which updates at
+  the towers' learning rate would erase.
+  freeze_document_tower: the document tower's variables are left out of the train step
+  (needs share_embedders=False), so the index built at the start never goes stale and
+  only the query tower (and the reader) learn, as in ORQA fine-tuning; False, the
+  original, trains both towers and relies on index refreshes.
 
   Loop: batch_size and eval_batch_size are *global* batch sizes; the remaining
   fields keep the original's flag names and defaults; seed seeds initialization and
@@ -201,6 +209,8 @@ class RealmConfig:
   adam_epsilon: float = 1e-6
   clip_norm: float = 1.0
   reader_only_steps: int = 0
+  freeze_reader: bool = False
+  freeze_document_tower: bool = False
   # Loop.
   batch_size: int = 16
   eval_batch_size: int = 16
@@ -235,6 +245,12 @@ class RealmConfig:
       raise ValueError(f"num_train_steps must be positive, got {self.num_train_steps}.")
     if self.reader_only_steps < 0:
       raise ValueError(f"reader_only_steps must be >= 0, got {self.reader_only_steps}.")
+    if self.freeze_reader and self.reader_only_steps:
+      raise ValueError(f"freeze_reader and reader_only_steps={self.reader_only_steps} "
+                       "contradict each other: a frozen reader trains at no step.")
+    if self.freeze_document_tower and self.share_embedders:
+      raise ValueError("freeze_document_tower needs share_embedders=False: with one shared "
+                       "tower, freezing the documents' would freeze the queries' too.")
     precision_lib.check_precision(self.precision)
     if self.micro_batches < 1 or self.batch_size % self.micro_batches:
       raise ValueError(f"micro_batches={self.micro_batches} must be positive and divide "

@@ -20,7 +20,9 @@ as the whole batch (each micro-batch is normalized by the whole batch's counts) 
 activation memory of one micro-batch.
 
 During the first `RealmConfig.reader_only_steps` steps the towers' gradients are zero, so
-only the reader trains.
+only the reader trains. With `RealmConfig.freeze_reader` (`freeze_document_tower`) the
+reader's (the document tower's) variables are left out of the step: no gradients, no
+updates.
 
 `make_eval_step(model, strategy)` returns the global batch's sums (negative
 log-likelihoods, correct predictions, masked tokens, ...) of the marginal prediction and
@@ -90,11 +92,17 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
   if micro_batches < 1:
     raise ValueError(f"micro_batches must be positive, got {micro_batches}.")
 
+  frozen = set()
+  if getattr(model.config, "freeze_reader", False):
+    frozen |= {v.ref() for v in model.reader.trainable_variables}
+  if getattr(model.config, "freeze_document_tower", False):
+    frozen |= {v.ref() for v in model.document_embedder.trainable_variables}
+  variables = [v for v in model.trainable_variables if v.ref() not in frozen]
+
   def forward_backward(features, num_masks, num_examples, now):
     with tf.GradientTape() as tape:
       outputs = model(features, training=True, loss_normalizer=num_masks,
                       example_normalizer=num_examples, now=now)
-    variables = model.trainable_variables
     grads = tape.gradient(outputs["loss"], variables)
     return _scalars(outputs), grads
 
@@ -129,7 +137,7 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
     """Zero gradients for the query and document towers while only the reader trains."""
     trains = optimizer.iterations >= reader_only_steps
     return [g * tf.cast(trains, g.dtype) if g is not None and v.ref() in towers else g
-            for g, v in zip(grads, model.trainable_variables)]
+            for g, v in zip(grads, variables)]
 
   def replica_step(features):
     num_masks, num_examples = _normalizers(features)
@@ -142,7 +150,7 @@ def make_train_step(model: RealmModel, optimizer, strategy: Optional[
       grads = hold_towers(grads)
     # Variables the loss does not reach (the reader's pooler) have no gradient.
     optimizer.apply_gradients(
-        [(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        [(g, v) for g, v in zip(grads, variables) if g is not None])
     return scalars
 
   @tf.function
