@@ -162,9 +162,9 @@ class RealmConfig:
   follow the retrieval gradient of a reader that cannot yet use them (docs/BENCHMARKS.md
   has a run where that alone did not keep the retriever from degrading).
   freeze_reader: the reader's variables are left out of the train step, so only the
-  retriever towers learn (False, the original, trains everything). For a reader that
-  already reads, e.g. the constructed copy circuit of the sample run, which updates at
-  the towers' learning rate would erase.
+  retriever towers learn (False, the original, trains everything). Meant for a reader
+  that already reads (e.g. the sample run's constructed copy circuit), which updates at
+  the towers' learning rate can erase.
   freeze_document_tower: the document tower's variables are left out of the train step
   (needs share_embedders=False), so the index built at the start never goes stale and
   only the query tower (and the reader) learn, as in ORQA fine-tuning; False, the
