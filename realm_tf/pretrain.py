@@ -142,7 +142,7 @@ SAMPLE_DEFAULTS = dict(bert_preset="tiny", query_seq_len=48, candidate_seq_len=1
                        eval_batch_size=8, num_train_steps=300, save_checkpoints_steps=100,
                        export_steps=100, num_eval_steps=8, eval_shards=1,
                        num_shards_per_mips_refresh=2, retrieval_batch_size=16,
-                       ict_steps=300, ict_batch_size=32, ict_learning_rate=5e-4,
+                       ict_steps=300, ict_batch_size=32, ict_learning_rate=2e-4,
                        dropout_rate=0.0, reader_init="copy_circuit")
 ORIGINAL_DEFAULTS = dict(bert_preset="base", query_seq_len=96, candidate_seq_len=288,
                          num_candidates=8, max_masks=10, learning_rate=3e-5, batch_size=16,
