@@ -85,26 +85,29 @@ def test_frozen_document_tower_gets_no_gradient_and_no_update():
 
 
 
+def _moved_by(step, features, model, num_steps=1):
+  """Which parts (query / document tower, reader) `num_steps` train steps changed."""
+  parts = dict(query=model.query_embedder, document=model.document_embedder,
+               reader=model.reader)
+  before = {name: [v.numpy() for v in part.weights] for name, part in parts.items()}
+  for _ in range(num_steps):
+    step(features)
+  return {name: any(not np.array_equal(a, v.numpy())
+                    for a, v in zip(before[name], part.weights))
+          for name, part in parts.items()}
+
+
 def test_reader_only_steps_hold_both_towers_then_train_them():
   config = modeling_testing.tiny_realm_config(share_embedders=False, reader_only_steps=2)
   model = RealmModel(config).build_variables()
   features = modeling_testing.random_features(config, 3, seed=4)
-  parts = dict(query=model.query_embedder, document=model.document_embedder,
-               reader=model.reader)
   # Without weight decay the held towers must not move at all.
   step = realm_steps.make_train_step(
       model, optimizer_lib.BertAdamWeightDecay(learning_rate=1e-3, weight_decay_rate=0.0))
-
-  def moved():
-    before = {name: [v.numpy() for v in part.weights] for name, part in parts.items()}
-    step(features)
-    return {name: any(not np.array_equal(a, v.numpy())
-                      for a, v in zip(before[name], part.weights))
-            for name, part in parts.items()}
-
   for _ in range(2):  # steps 0 and 1
-    assert moved() == dict(query=False, document=False, reader=True)
-  assert moved() == dict(query=True, document=True, reader=True)  # step 2
+    assert _moved_by(step, features, model) == dict(query=False, document=False, reader=True)
+  assert _moved_by(step, features, model) == dict(query=True, document=True,
+                                                  reader=True)  # step 2
 
 
 def test_reader_only_steps_must_not_be_negative():
@@ -117,18 +120,11 @@ def test_frozen_parts_get_no_update_while_the_rest_trains(frozen):
   config = modeling_testing.tiny_realm_config(share_embedders=False, **{frozen: True})
   model = RealmModel(config).build_variables()
   features = modeling_testing.random_features(config, 3, seed=5)
-  parts = dict(query=model.query_embedder, document=model.document_embedder,
-               reader=model.reader)
-  before = {name: [v.numpy() for v in part.weights] for name, part in parts.items()}
   step = realm_steps.make_train_step(
       model, optimizer_lib.BertAdamWeightDecay(learning_rate=1e-3))
-  for _ in range(2):
-    step(features)
-  moved = {name: any(not np.array_equal(a, v.numpy())
-                     for a, v in zip(before[name], part.weights))
-           for name, part in parts.items()}
   still = "reader" if frozen == "freeze_reader" else "document"
-  assert moved == {name: name != still for name in parts}
+  assert _moved_by(step, features, model, num_steps=2) == {
+      name: name != still for name in ("query", "document", "reader")}
 
 
 def test_freeze_settings_that_contradict_are_refused():

@@ -120,7 +120,7 @@ class RealmModel(tf_keras.Model):
       `stop_gradient`, so no gradient reaches the document tower through them (with
       shared embedders the query path still trains the shared weights). To exclude the
       document tower's variables from training altogether, use `share_embedders=False`
-      and set `model.document_embedder.trainable = False`.
+      and `RealmConfig.freeze_document_tower` (the train step leaves them out).
 
   Attributes:
     document_embedder: the document tower (`ProjectedEmbedder`), exported as `embedder`.
